@@ -1,0 +1,448 @@
+"""Acquisitions from phantoms: the subject builders behind ``make_dataset`` (registered in
+:data:`common.data.TASKS` on import) and the PET simulation/reconstruction steps they share.
+
+PET model (2D sinograms per axial slice, :class:`common.projectors.PETProjector`)::
+
+    trues    = s * a * P(blur(C_scan))          a = exp(-line integral of hu_to_mu(CT, 511 keV))
+    scatter  = smooth(trues), scaled to the subject's scatter fraction SF = S / (T + S), 30-40 %
+    randoms  = flat, scaled to the subject's randoms fraction R / (T + S + R), 10-20 %
+    prompts  = Poisson(trues + scatter + randoms)
+
+``C_scan`` = phantom concentration (decay-corrected to injection) x decay_factor(uptake time,
+F-18); ``blur`` = the scanner resolution (Gaussian, ``psf_fwhm_mm``), not modelled in the
+reconstruction; ``smooth`` = Gaussian of the sinogram along the radial bins and the axial
+direction (``scatter_fwhm_mm``), so scatter extends beyond the body as in measured data. The
+count scale ``s`` (expected counts per Bq/mL per voxel-sum unit) is set per subject from the
+expected trues so that 4 mm of axial extent holds ``trues_per_4mm_slice`` true counts (DESIGN
+5.1: 2e6) and is stored as ``count_scale``.
+
+Reconstruction: OSEM (:func:`common.recon.osem`, 3 iterations x 16 subsets, no post-filter) of
+the prompts with the additive background, divided by ``s``: Bq/mL at scan time; divided by the
+decay factor and multiplied by weight / injected activity: SUV (DESIGN 3). AC uses the true
+CT's mu-map and background = expected scatter + randoms (the shared estimate of DESIGN 5.1).
+NAC uses no attenuation and background = randoms only: model-based scatter estimation needs the
+mu-map, so clinical NAC images are not scatter corrected, and their scatter haze outside the
+body is part of what a NAC -> pCT network sees (``nac_scatter_correction`` changes it). A study
+thinned to a fraction f of the counts is reconstructed with ``sensitivity_scale = f`` and the
+full-dose background, i.e. sensitivity and background both times f (DESIGN 3).
+
+Files per subject (``common.data`` layout):
+
+- ``pet_nac_to_pct``: ``nac`` (SUV), ``ct`` (HU, int16), ``labels`` (int16), ``ac`` (SUV, true-CT AC),
+  ``raw`` (.npz): ``prompts`` int32 [angles, bins, Z]; ``background`` float16 expected scatter +
+  randoms (counts, the AC background); ``nac_background`` float16 (randoms only by default);
+  ``count_scale``, ``decay_factor``, ``suv_factor`` (SUV per Bq/mL at injection), ``n_iters``,
+  ``n_subsets``, ``n_angles``, ``n_bins``, ``spacing_mm``, ``image_shape``, ``label_ids``,
+  ``label_names``. To reconstruct again (:func:`reconstruct_pet_suv`):
+  ``osem(PETProjector(image_shape, spacing_mm, n_angles, n_bins, mu_map=hu_to_mu(ct, 511)),
+  prompts, n_iters, n_subsets, background=background) / count_scale / decay_factor * suv_factor``.
+- ``pet_lowdose_denoising``: ``full`` (SUV), ``drf4`` ``drf10`` ``drf20`` ``drf50`` ``drf100``
+  (SUV, binomially thinned prompts), ``noise_free`` (SUV, the same OSEM of the expected data),
+  ``labels``.
+
+Datalist attributes: ``weight_kg``, ``injected_Bq``, ``uptake_time_s``, ``trues_per_4mm_slice``,
+``scatter_fraction``, ``randoms_fraction``, ``units`` ("SUV"), ``phantom_seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.data import SubjectData, TaskSpec, register_task
+from common.noise import poisson, thin
+from common.physics import decay_factor, hu_to_mu, nuclide, suv
+from common.projectors import FWHM_TO_SIGMA, PETProjector, gaussian_filter_mm
+
+__all__ = [
+    "PET_ENERGY_KEV",
+    "PETData",
+    "AttenuatedPET",
+    "pet_system",
+    "simulate_pet",
+        "reconstruct_pet",
+    "reconstruct_pet_suv",
+    "build_pet_nac_to_pct",
+    "build_pet_lowdose_denoising",
+    "PET_PARAMS",
+    "LOWDOSE_PARAMS",
+]
+
+PET_ENERGY_KEV = 511.0
+TRACER_NUCLIDE = {"FDG": "F-18"}
+
+#: Defaults of the PET tasks (stored in each dataset's manifest). Ranges are sampled per subject.
+PET_PARAMS: dict[str, Any] = {
+    "shape": [128, 128, 96],
+    "spacing_mm": [4.0, 4.0, 4.0],
+    "tracer": "FDG",
+    "n_lesions": [1, 8],
+    "n_angles": 128,
+    "psf_fwhm_mm": 5.0,  # scanner resolution (simulated, not modelled in the reconstruction)
+    "trues_per_4mm_slice": 2.0e6,  # DESIGN 5.1 count level
+    "scatter_fraction": [0.30, 0.40],
+    "randoms_fraction": [0.10, 0.20],
+    "scatter_fwhm_mm": [200.0, 60.0],  # (radial, axial) width of the scatter kernel
+    "n_iters": 3,  # 3 x 16 subsets: liver noise CoV about 10 % at the default count level
+    "n_subsets": 16,
+    "nac_scatter_correction": False,
+}
+#: ``pet_lowdose_denoising``: dose reduction factors 4-100 (UDPET, REFERENCE.md 5(a)); they name
+#: the image keys ``drf4`` ... ``drf100``.
+LOWDOSE_PARAMS: dict[str, Any] = {**PET_PARAMS, "dose_reduction_factors": [4, 10, 20, 50, 100]}
+
+
+# ------------------------------------------------------------------------------------ projector
+class AttenuatedPET:
+    """A :class:`PETProjector`'s system matrix with attenuation factors ``att`` [angles, bins, Z]
+    applied in sinogram space (or none), sharing the base projector's sparse matrix so that the
+    NAC, AC and simulation operators of one subject cost one matrix build.
+
+    ``forward(x [B?, X, Y, Z], views) = att[views] * base.forward(x, views)``; ``adjoint`` is its
+    exact transpose. The base must have no mu-map and no PSF.
+    """
+
+    def __init__(self, base: PETProjector, att: torch.Tensor | None = None) -> None:
+        if base.mu_map is not None or base.psf_fwhm_mm is not None:
+            raise ValueError("AttenuatedPET: the base projector must have no mu_map and no psf_fwhm_mm")
+        if att is not None and tuple(att.shape) != base.data_shape:
+            raise ValueError(f"att shape {tuple(att.shape)} differs from the sinogram shape {base.data_shape}")
+        self.base, self.att = base, att
+        self.shape, self.spacing_mm = base.shape, base.spacing_mm
+        self.n_views, self.n_bins, self.angles_deg = base.n_views, base.n_bins, base.angles_deg
+        self.mu_map, self.psf_fwhm_mm = None, None
+
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        return self.base.data_shape
+
+    def _att(self, views, like: torch.Tensor) -> torch.Tensor | None:
+        if self.att is None:
+            return None
+        att = self.att.to(device=like.device, dtype=like.dtype)
+        return att if views is None else att[torch.as_tensor(views, device=att.device).long()]
+
+    def forward(self, image: torch.Tensor, views: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        y = self.base.forward(image, views)
+        att = self._att(views, y)
+        return y if att is None else y * att
+
+    def adjoint(self, sinogram: torch.Tensor, views: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        att = self._att(views, sinogram)
+        return self.base.adjoint(sinogram if att is None else sinogram * att, views)
+
+    __call__ = forward
+
+
+def pet_system(
+    shape: Sequence[int], spacing_mm: Sequence[float], n_angles: int, mu_map: torch.Tensor | None = None
+) -> tuple[AttenuatedPET, AttenuatedPET]:
+    """(NAC, AC) projectors of one geometry sharing one system matrix; AC is None-free only
+    when ``mu_map`` [X, Y, Z] (1/cm at 511 keV) is given (else both are NAC)."""
+    base = PETProjector(tuple(int(s) for s in shape), tuple(float(s) for s in spacing_mm), int(n_angles))
+    nac = AttenuatedPET(base)
+    if mu_map is None:
+        return nac, nac
+    att = torch.exp(-base.line_integrals(mu_map.to(torch.float32)))
+    return nac, AttenuatedPET(base, att)
+
+
+# ----------------------------------------------------------------------------------- simulation
+@dataclasses.dataclass
+class PETData:
+    """One PET acquisition; sinograms [angles, bins, Z] in counts.
+
+    prompts: measured counts (integer-valued float). trues, scatter, randoms: expectations.
+    count_scale: expected counts per (Bq/mL at scan) per voxel-sum unit of the projector.
+    """
+
+    prompts: torch.Tensor
+    trues: torch.Tensor
+    scatter: torch.Tensor
+    randoms: torch.Tensor
+    count_scale: float
+
+    @property
+    def background(self) -> torch.Tensor:
+        """Additive expected scatter + randoms (what AC reconstructions model)."""
+        return self.scatter + self.randoms
+
+    @property
+    def expected(self) -> torch.Tensor:
+        return self.trues + self.scatter + self.randoms
+
+
+def _smooth_sinogram(sino: torch.Tensor, fwhm_px: Sequence[float]) -> torch.Tensor:
+    """Gaussian of a sinogram [A, B, Z] with FWHM in samples per axis (0 = none), edges
+    replicated, so end slices keep their share of scatter."""
+    from monai.networks.layers.convutils import gaussian_1d
+    from monai.networks.layers.simplelayers import separable_filtering
+
+    kernels = [
+        gaussian_1d(torch.tensor(f * FWHM_TO_SIGMA), truncated=4.0, approx="erf", normalize=True).to(sino)
+        if f > 0 else torch.ones(1).to(sino)
+        for f in fwhm_px
+    ]  # fmt: skip
+    return separable_filtering(sino[None, None], kernels, mode="replicate")[0, 0].clamp_min(0.0)
+
+
+def simulate_pet(
+    activity_Bq_per_mL: torch.Tensor,
+    nac_projector: AttenuatedPET,
+    ac_projector: AttenuatedPET,
+    trues_per_4mm_slice: float = 2.0e6,
+    scatter_fraction: float = 0.35,
+    randoms_fraction: float = 0.15,
+    scatter_fwhm_mm: Sequence[float] = (200.0, 60.0),
+    psf_fwhm_mm: float | None = 5.0,
+    generator: torch.Generator | None = None,
+) -> PETData:
+    """Simulate a 2D PET acquisition of an activity map (model in the module docstring).
+
+    Args:
+        activity_Bq_per_mL: [X, Y, Z] concentration at scan time (Bq/mL).
+        nac_projector, ac_projector: from :func:`pet_system` (AC holds the attenuation).
+        trues_per_4mm_slice: expected true counts per 4 mm of axial extent (sets the scale).
+        scatter_fraction: S / (T + S), in [0, 1). randoms_fraction: R / (T + S + R), in [0, 1).
+        scatter_fwhm_mm: (radial, axial) FWHM of the scatter kernel, mm.
+        psf_fwhm_mm: scanner resolution applied to the activity before projection (None: off).
+        generator: torch.Generator for the Poisson draw.
+    """
+    for name, v in (("scatter_fraction", scatter_fraction), ("randoms_fraction", randoms_fraction)):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {v}")
+    if not (math.isfinite(trues_per_4mm_slice) and trues_per_4mm_slice > 0):
+        raise ValueError(f"trues_per_4mm_slice must be > 0, got {trues_per_4mm_slice}")
+    x = torch.as_tensor(activity_Bq_per_mL, dtype=torch.float32)
+    spacing = ac_projector.spacing_mm
+    if psf_fwhm_mm:
+        x = gaussian_filter_mm(x, psf_fwhm_mm, spacing).clamp_min(0.0)
+    unscaled = ac_projector.forward(x)
+    total = float(unscaled.sum())
+    if total <= 0:
+        raise ValueError("activity projects to zero counts")
+    n_4mm = x.shape[2] * spacing[2] / 4.0
+    scale = trues_per_4mm_slice * n_4mm / total
+    trues = unscaled * scale
+    if scatter_fraction > 0:  # radial and axial spread, edges replicated (end slices keep their scatter)
+        fwhm_px = (0.0, scatter_fwhm_mm[0] / spacing[0], scatter_fwhm_mm[1] / spacing[2])
+        shape = _smooth_sinogram(trues, fwhm_px)
+        scatter = shape * (scatter_fraction / (1.0 - scatter_fraction) * float(trues.sum()) / float(shape.sum()))
+    else:
+        scatter = torch.zeros_like(trues)
+    r_total = randoms_fraction / (1.0 - randoms_fraction) * float(trues.sum() + scatter.sum())
+    randoms = torch.full_like(trues, r_total / trues.numel())
+    prompts = poisson(trues + scatter + randoms, generator=generator)
+    return PETData(prompts, trues, scatter, randoms, scale)
+
+
+def reconstruct_pet(
+    projector: AttenuatedPET | PETProjector,
+    prompts: torch.Tensor,
+    background: torch.Tensor | None,
+    count_scale: float,
+    n_iters: int = 3,
+    n_subsets: int = 16,
+    dose_fraction: float = 1.0,
+) -> torch.Tensor:
+    """OSEM image [X, Y, Z] in Bq/mL at scan time.
+
+    Args:
+        projector: NAC or AC projector of :func:`pet_system` (or a PETProjector).
+        prompts: measured counts [angles, bins, Z], thinned to ``dose_fraction`` or not.
+        background: expected additive counts of the full-dose study (scatter + randoms for AC).
+        count_scale: expected counts per Bq/mL per voxel-sum unit (:attr:`PETData.count_scale`).
+        dose_fraction: fraction of the counts kept by thinning; the model is
+            ``dose_fraction * (projector(x) + background)`` (:func:`common.recon.osem`).
+    """
+    from common.recon import osem
+
+    image = osem(projector, prompts, n_iters, n_subsets, background=background, sensitivity_scale=float(dose_fraction))
+    return image / float(count_scale)
+
+
+def reconstruct_pet_suv(
+    raw: Mapping[str, np.ndarray], mu_map: torch.Tensor | None, dose_fraction: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Reconstruct a stored ``pet_nac_to_pct`` raw file (module docstring) in SUV with the given
+    mu-map [X, Y, Z] (1/cm at 511 keV; None: NAC with its stored background), the prompts
+    optionally thinned to ``dose_fraction`` of the counts."""
+    shape = tuple(int(s) for s in raw["image_shape"])
+    nac, ac = pet_system(shape, tuple(float(s) for s in raw["spacing_mm"]), int(raw["n_angles"]), mu_map)
+    prompts = torch.from_numpy(raw["prompts"].astype(np.float32))
+    if dose_fraction != 1.0:
+        prompts = thin(prompts, dose_fraction, generator=generator)
+    background = torch.from_numpy(raw["background" if mu_map is not None else "nac_background"].astype(np.float32))
+    image = reconstruct_pet(
+        ac if mu_map is not None else nac, prompts, background, float(raw["count_scale"]),
+        int(raw["n_iters"]), int(raw["n_subsets"]), dose_fraction,
+    )  # fmt: skip
+    return image * float(raw["suv_factor"]) / float(raw["decay_factor"])
+
+
+# ------------------------------------------------------------------------------------- builders
+def _uniform(rng: np.random.Generator, value: Any) -> float:
+    """A float param, or a value drawn uniformly from a [low, high] range."""
+    if isinstance(value, (list, tuple)):
+        lo, hi = (float(v) for v in value)
+        return float(rng.uniform(lo, hi))
+    return float(value)
+
+
+def _torch_generator(rng: np.random.Generator) -> torch.Generator:
+    return torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+
+
+@dataclasses.dataclass
+class _PETSubject:
+    phantom: Any
+    ct_hu: np.ndarray
+    mu: torch.Tensor
+    nac_projector: AttenuatedPET
+    ac_projector: AttenuatedPET
+    data: PETData
+    decay: float
+    suv_factor: float
+    attributes: dict[str, Any]
+
+
+def _simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) -> _PETSubject:
+    from common.phantoms import make_torso_phantom
+
+    phantom_seed = [int(v) for v in rng.integers(0, 2**32, size=4)]
+    phantom = make_torso_phantom(
+        phantom_seed, shape=tuple(params["shape"]), spacing_mm=tuple(params["spacing_mm"]), n_lesions=tuple(params["n_lesions"])
+    )
+    tracer = params["tracer"]
+    weight, injected, uptake = phantom.weight_kg, phantom.injected_activity_Bq[tracer], phantom.uptake_time_s[tracer]
+    decay = float(decay_factor(uptake, nuclide(TRACER_NUCLIDE[tracer]).half_life_s))
+    # CT stored as int16 HU (as scanners do); the simulation uses exactly the stored numbers, so
+    # true-CT AC from the file reproduces the simulated attenuation.
+    ct_hu = np.clip(np.round(phantom.ct_hu), -1024, 3071).astype(np.int16)
+    mu = hu_to_mu(torch.from_numpy(ct_hu), PET_ENERGY_KEV)
+    nac_p, ac_p = pet_system(phantom.labels.shape, phantom.spacing_mm, params["n_angles"], mu)
+    sf, rf = _uniform(rng, params["scatter_fraction"]), _uniform(rng, params["randoms_fraction"])
+    data = simulate_pet(
+        torch.from_numpy(phantom.activity[tracer]) * decay,
+        nac_p,
+        ac_p,
+        trues_per_4mm_slice=float(params["trues_per_4mm_slice"]),
+        scatter_fraction=sf,
+        randoms_fraction=rf,
+        scatter_fwhm_mm=tuple(params["scatter_fwhm_mm"]),
+        psf_fwhm_mm=params["psf_fwhm_mm"],
+        generator=_torch_generator(rng),
+    )
+    attributes = {
+        "weight_kg": float(weight),
+        "injected_Bq": float(injected),
+        "uptake_time_s": float(uptake),
+        "tracer": tracer,
+        "units": "SUV",
+        "trues_per_4mm_slice": float(params["trues_per_4mm_slice"]),
+        "total_trues": float(data.trues.sum()),
+        "scatter_fraction": sf,
+        "randoms_fraction": rf,
+        "count_scale": data.count_scale,
+        "phantom_seed": phantom_seed,
+    }
+    return _PETSubject(phantom, ct_hu, mu, nac_p, ac_p, data, decay, float(suv(1.0, weight, injected)), attributes)
+
+
+def _suv_image(s: _PETSubject, bq_per_mL_at_scan: torch.Tensor) -> np.ndarray:
+    return (bq_per_mL_at_scan / s.decay * s.suv_factor).numpy().astype(np.float32)
+
+
+def build_pet_nac_to_pct(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
+    """One ``pet_nac_to_pct`` subject (files and model: module docstring)."""
+    s = _simulate_pet_subject(rng, params)
+    d, it, sub = s.data, int(params["n_iters"]), int(params["n_subsets"])
+    # Backgrounds are stored as float16 (half the disk); reconstruct with the stored values.
+    background = d.background.half()
+    nac_background = background if params["nac_scatter_correction"] else d.randoms.half()
+    nac = reconstruct_pet(s.nac_projector, d.prompts, nac_background.float(), d.count_scale, it, sub)
+    ac = reconstruct_pet(s.ac_projector, d.prompts, background.float(), d.count_scale, it, sub)
+    ph, affine = s.phantom, s.phantom.affine
+    ids = sorted(ph.label_names)
+    raw = {
+        "prompts": d.prompts.numpy().astype(np.int32),
+        "background": background.numpy(),
+        "nac_background": nac_background.numpy(),
+        "count_scale": np.float64(d.count_scale),
+        "decay_factor": np.float64(s.decay),
+        "suv_factor": np.float64(s.suv_factor),
+        "n_iters": np.int64(it),
+        "n_subsets": np.int64(sub),
+        "n_angles": np.int64(s.ac_projector.n_views),
+        "n_bins": np.int64(s.ac_projector.n_bins),
+        "spacing_mm": np.asarray(ph.spacing_mm, dtype=np.float64),
+        "image_shape": np.asarray(ph.labels.shape, dtype=np.int64),
+        "label_ids": np.asarray(ids, dtype=np.int64),
+        "label_names": np.asarray([ph.label_names[i] for i in ids]),
+    }
+    return SubjectData(
+        images={
+            "nac": (_suv_image(s, nac), affine),
+            "ct": (s.ct_hu, affine),
+            "labels": (ph.labels.astype(np.int16), affine),
+            "ac": (_suv_image(s, ac), affine),
+        },
+        arrays={"raw": raw},
+        attributes=s.attributes,
+    )
+
+
+def build_pet_lowdose_denoising(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
+    """One ``pet_lowdose_denoising`` subject: AC OSEM (true CT) in SUV of the full-dose prompts,
+    of each binomially thinned study (dose reduction factors), and of the expected data."""
+    s = _simulate_pet_subject(rng, params)
+    d, it, sub = s.data, int(params["n_iters"]), int(params["n_subsets"])
+    affine = s.phantom.affine
+
+    def recon(prompts: torch.Tensor, fraction: float = 1.0) -> np.ndarray:
+        return _suv_image(s, reconstruct_pet(s.ac_projector, prompts, d.background, d.count_scale, it, sub, fraction))
+
+    images = {"full": (recon(d.prompts), affine)}
+    gen = _torch_generator(rng)
+    for drf in params["dose_reduction_factors"]:
+        fraction = 1.0 / float(drf)  # binomial thinning of the same counts (DESIGN 3)
+        images[f"drf{_drf_name(drf)}"] = (recon(thin(d.prompts, fraction, generator=gen), fraction), affine)
+    images["noise_free"] = (recon(d.expected), affine)
+    images["labels"] = (s.phantom.labels.astype(np.int16), affine)
+    return SubjectData(images=images, attributes=s.attributes)
+
+
+def _drf_name(drf: Any) -> str:
+    return str(int(drf)) if float(drf).is_integer() else f"{float(drf):g}"
+
+
+def _lowdose_keys(params: Mapping[str, Any]) -> tuple[str, ...]:
+    return ("full", *(f"drf{_drf_name(f)}" for f in params["dose_reduction_factors"]), "noise_free", "labels")
+
+
+register_task(
+    TaskSpec(
+        "pet_nac_to_pct",
+        build_pet_nac_to_pct,
+        image_keys=("nac", "ct", "labels", "ac"),
+        array_keys=("raw",),
+        params=PET_PARAMS,
+        version="1",
+        description="FDG torso PET: NAC OSEM (SUV) -> CT (HU); true-CT AC OSEM and raw sinograms for the AC task metric",
+    )
+)
+register_task(
+    TaskSpec(
+        "pet_lowdose_denoising",
+        build_pet_lowdose_denoising,
+        image_keys=_lowdose_keys,
+        params=LOWDOSE_PARAMS,
+        version="1",
+        description="FDG torso PET: thinned low-dose AC OSEM (SUV, DRF 4-100) -> full dose; noise-free reference",
+    )
+)
