@@ -1,0 +1,186 @@
+"""Benchmark suite "physics": SPECT/PET projector speed and agreement with PyTomography.
+
+``run(quick=False)`` times, with 2 torch threads, the SPECT projector of ``common.projectors``
+(attenuation + distance-dependent collimator blur) against PyTomography 3.4's SPECTSystemMatrix
+on the same problem, with the same sigma(d), attenuation convention (half-voxel) and angles, and
+reports the NRMSE ``||ours - pytomography|| / ||pytomography||`` of forward and adjoint outputs.
+It also times the PET projector (2D sinograms) and OSEM. Timings are medians over repeats; the
+machine is shared, so the load average is recorded with the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from common.projectors import FWHM_TO_SIGMA, CollimatorPSF, PETProjector, SPECTProjector
+from common.recon import osem
+
+MU_WATER_140 = 0.1537  # 1/cm, water at 140.5 keV (REFERENCE.md section 1, xraydb 4.5.8)
+MU_WATER_511 = 0.0960  # 1/cm, water at 511 keV (REFERENCE.md section 1)
+
+
+def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def _phantom(n: int, nz: int, h: float, mu_water: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torso-like ellipse with lungs, spine and hot spheres: (activity, mu in 1/cm)."""
+    c = (torch.arange(n) - (n - 1) / 2) * h
+    cz = (torch.arange(nz) - (nz - 1) / 2) * h
+    x, y, z = torch.meshgrid(c, c, cz, indexing="ij")
+    body = (x / 170) ** 2 + (y / 120) ** 2 < 1
+    lungs = ((x.abs() - 70) / 50) ** 2 + (y / 60) ** 2 + (z / 140) ** 2 < 1
+    spine = (x**2 + (y + 70) ** 2 < 18**2) & body
+    mu = torch.where(body, mu_water, 0.0)
+    mu = torch.where(lungs, 0.26 * mu_water, mu)
+    mu = torch.where(spine, 1.85 * mu_water, mu)
+    act = torch.where(body, 1.0, 0.0)
+    act = torch.where(lungs, 0.2, act)
+    for cx, cy, czz, r in ((-60, 30, 20, 25), (50, -20, -30, 15), (0, 60, 0, 10)):
+        act = torch.where((x - cx) ** 2 + (y - cy) ** 2 + (z - czz) ** 2 < r**2, 8.0, act)
+    return act, mu
+
+
+def _pytomography_spect(mu: torch.Tensor, psf: CollimatorPSF, proj: SPECTProjector):
+    from pytomography.metadata.SPECT import SPECTObjectMeta, SPECTProjMeta, SPECTPSFMeta
+    from pytomography.projectors.SPECT import SPECTSystemMatrix
+    from pytomography.transforms.SPECT import SPECTAttenuationTransform, SPECTPSFTransform
+
+    h_cm = proj.spacing_mm[0] / 10
+    object_meta = SPECTObjectMeta(dr=[s / 10 for s in proj.spacing_mm], shape=list(proj.shape))
+    proj_meta = SPECTProjMeta(
+        projection_shape=(proj.n_u, proj.shape[2]),
+        dr=[h_cm, proj.spacing_mm[2] / 10],
+        angles=proj.angles_deg,
+        radii=proj.radius_mm / 10,
+    )
+    # Same sigma(d) as CollimatorPSF, in cm.
+    psf_meta = SPECTPSFMeta(
+        [psf.slope * FWHM_TO_SIGMA, psf.intercept_mm / 10 * FWHM_TO_SIGMA, psf.intrinsic_fwhm_mm / 10 * FWHM_TO_SIGMA],
+        sigma_fit=lambda r, a, b, c: np.sqrt((a * r + b) ** 2 + c**2),
+    )
+    return SPECTSystemMatrix(
+        [SPECTAttenuationTransform(attenuation_map=mu), SPECTPSFTransform(psf_meta)], [], object_meta, proj_meta
+    )
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def run(quick: bool = False, pytomography: bool = True, pytomography_osem: bool | None = None) -> dict:
+    """Run the suite; ``quick`` uses 64^3 (8 mm) and 60 views. Returns a JSON-able dict.
+
+    PyTomography's OSEM 4x8 takes about 10 min at full size on 2 quiet cores, so it is timed by
+    default only with ``quick`` (``pytomography_osem=True`` forces it).
+    """
+    pytomography_osem = quick if pytomography_osem is None else pytomography_osem
+    torch.set_num_threads(2)
+    n, h, n_views = (64, 8.0, 60) if quick else (128, 4.0, 120)
+    reps = 3
+    result: dict = {"quick": quick, "threads": 2, "load_avg_1min_start": _load()}
+
+    # ---------------------------------------------------------------- SPECT
+    act, mu = _phantom(n, n, h, MU_WATER_140)
+    psf = CollimatorPSF.from_collimator("SY-LEHR", 140.5, intrinsic_fwhm_140keV_mm=3.8)
+    proj = SPECTProjector((n, n, n), (h, h, h), n_views, radius_mm=300.0, mu_map=mu, psf=psf)
+    t0 = time.perf_counter()
+    ours_fwd = proj.forward(act)  # builds the operators
+    t_build = time.perf_counter() - t0
+    t_fwd, ours_fwd = _timed(lambda: proj.forward(act), reps)
+    t_adj, ours_adj = _timed(lambda: proj.adjoint(ours_fwd), reps)
+    counts = ours_fwd * (2e6 / float(ours_fwd.sum()) * n_views / 120)
+    t_osem, ours_rec = _timed(lambda: osem(proj, counts, 4, 8), 1)
+    spect = {
+        "problem": f"{n}^3 x {h:g} mm, {n_views} views 360 deg, radius 300 mm, SY-LEHR 140.5 keV + 3.8 mm intrinsic, attenuation",
+        "psf_nodes": proj.n_nodes,
+        "ours_build_s": t_build,
+        "ours_forward_s": t_fwd,
+        "ours_adjoint_s": t_adj,
+        "ours_osem_4x8_s": t_osem,
+    }
+    if pytomography:
+        import pytomography as pyt
+
+        system = _pytomography_spect(mu, psf, proj)
+        prep = 1 if not quick else reps
+        t_pf, ref_fwd = _timed(lambda: system.forward(act.to(pyt.device)), prep)
+        t_pa, ref_adj = _timed(lambda: system.backward(ref_fwd), prep)
+        from pytomography.algorithms import OSEM
+        from pytomography.likelihoods import PoissonLogLikelihood
+
+        rel = lambda a, b: float((a.cpu() - b.cpu()).norm() / b.cpu().norm())  # noqa: E731
+        spect.update(
+            pytomography_forward_s=t_pf,
+            pytomography_adjoint_s=t_pa,
+            speedup_forward=t_pf / t_fwd,
+            speedup_adjoint=t_pa / t_adj,
+            nrmse_forward=rel(ours_fwd, ref_fwd),
+            nrmse_adjoint=rel(proj.adjoint(ref_fwd), ref_adj),
+        )
+        if pytomography_osem:
+            t_po, ref_rec = _timed(lambda: OSEM(PoissonLogLikelihood(system, counts))(n_iters=4, n_subsets=8), 1)
+            spect.update(
+                pytomography_osem_4x8_s=t_po, speedup_osem=t_po / t_osem, nrmse_osem_image=rel(ours_rec, ref_rec)
+            )
+    result["spect"] = spect
+
+    # ------------------------------------------------------------------ PET
+    nz = 48 if quick else 96
+    act_p, mu_p = _phantom(128, nz, 4.0, MU_WATER_511)
+    pet = PETProjector((128, 128, nz), (4.0, 4.0, 4.0), 128, mu_map=mu_p, psf_fwhm_mm=5.0)
+    t0 = time.perf_counter()
+    sino = pet.forward(act_p)
+    t_build = time.perf_counter() - t0
+    t_fwd, sino = _timed(lambda: pet.forward(act_p), reps)
+    t_adj, _ = _timed(lambda: pet.adjoint(sino), reps)
+    t_osem, _ = _timed(lambda: osem(pet, sino * (2e6 / float(sino[:, :, 0].sum() + 1e-12)), 4, 16), 1)
+    result["pet"] = {
+        "problem": f"{nz} slices 128x128 x 4 mm, 128 angles x {pet.n_bins} bins, attenuation, 5 mm PSF",
+        "build_s": t_build,
+        "forward_s": t_fwd,
+        "adjoint_s": t_adj,
+        "osem_4x16_s": t_osem,
+    }
+    result["load_avg_1min_end"] = _load()
+    _print_table(result)
+    return result
+
+
+def main() -> None:
+    """``python -m scripts.bench_physics [--full]``: print the table, write JSON to stdout's end."""
+    import json
+    import sys
+
+    print(json.dumps(run(quick="--full" not in sys.argv), indent=1))
+
+
+def _print_table(r: dict) -> None:
+    s, p = r["spect"], r["pet"]
+    print(f"SPECT {s['problem']} ({s['psf_nodes']} blur nodes)")
+    print(f"{'':10s}{'ours s':>10s}{'PyTomography s':>16s}{'speed-up':>10s}{'NRMSE':>10s}")
+    for key, label in (("forward", "forward"), ("adjoint", "adjoint"), ("osem_4x8", "OSEM 4x8")):
+        ours = s[f"ours_{key}_s"]
+        ref = s.get(f"pytomography_{key}_s", math.nan)
+        nrm = s.get(f"nrmse_{key.split('_')[0] if key != 'osem_4x8' else 'osem_image'}", math.nan)
+        print(f"{label:10s}{ours:10.2f}{ref:16.2f}{ref / ours:10.1f}{nrm:10.4f}")
+    print(f"(operator build {s['ours_build_s']:.2f} s, once per geometry and mu map)")
+    print(f"PET {p['problem']}: build {p['build_s']:.2f} s, forward {p['forward_s']:.3f} s, "
+          f"adjoint {p['adjoint_s']:.3f} s, OSEM 4x16 {p['osem_4x16_s']:.2f} s")
+    print(f"load average (1 min) {r['load_avg_1min_start']:.2f} -> {r['load_avg_1min_end']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
