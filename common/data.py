@@ -527,7 +527,7 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 #: Modules that register tasks when imported (looked up when a task is not registered yet).
-TASK_MODULES = ("common.simulate", "common.denoise_split_counts")
+TASK_MODULES = ("common.simulate", "common.denoise_split_counts", "common.spect_simulation")
 
 
 def get_task(task: str) -> TaskSpec:
