@@ -7,7 +7,7 @@ Run with any Python 3.10+ (``python3 scripts/bootstrap.py``). It
 2. installs ``torch==TORCH_PIN`` only when ``import torch`` fails inside the venv, so pip
    takes the small CPU wheel and never replaces a torch the user already has;
 3. pins the installed torch version in ``.venv/torch-constraint.txt`` and installs the
-   project (editable, with the ``test`` extra) under that constraint.
+   project (editable, with the ``test`` and ``bench`` extras) under that constraint.
 
 A stamp of pyproject.toml's hash makes a re-run on a ready venv a no-op (about 1 s).
 """
@@ -42,7 +42,7 @@ def _venv_has(module: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def main(extras: str = "test") -> None:
+def main(extras: str = "test,bench") -> None:
     t0 = time.time()
     if not PY.exists():
         args = [sys.executable, "-m", "venv", str(VENV)]
