@@ -23,7 +23,7 @@ def available_suites() -> list[str]:
     return sorted(p.stem[len("bench_") :] for p in Path(__file__).parent.glob("bench_*.py"))
 
 
-def benchmark(*suites: str, quick: bool = False, out: str | None = None) -> dict:
+def benchmark(*suites: str, quick: bool = False, out: str | None = None) -> None:
     """Run the named suites (all when none is named) and record their results."""
     known = available_suites()
     unknown = [s for s in suites if s not in known]
@@ -53,4 +53,3 @@ def benchmark(*suites: str, quick: bool = False, out: str | None = None) -> dict
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out_path)
     print(f"benchmark: wrote {out_path}")
-    return {k: results[k] for k in (suites or known)}
