@@ -29,6 +29,7 @@ transposes stored, int32 indices) and rebuilt if another device/dtype arrives.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections import OrderedDict
@@ -581,6 +582,34 @@ class SPECTProjector(_LazyOperators):
 
 
 # ------------------------------------------------------------------------------------------ PET
+@functools.lru_cache(maxsize=4)
+def _pet_geometry(
+    shape: tuple[int, int, int], h: float, n_views: int, nb: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, dict]:
+    """PET parallel-ray system matrix [n_views * nb, X * Y] of one geometry and an empty subset cache."""
+    X, Y, _ = shape
+    angles_deg = np.arange(n_views) * 180.0 / n_views
+    n_s = int(math.ceil(math.hypot(X, Y))) + 2
+    s_mm = (torch.arange(n_s, device=device, dtype=torch.float64) - (n_s - 1) / 2) * h
+    ext = max(0, (n_s - nb) // 2 + 1)  # column sums over the whole circle (see SPECT)
+    u_mm = (torch.arange(-ext, nb + ext, device=device, dtype=torch.float64) - (nb - 1) / 2) * h
+    n_ext = u_mm.numel()
+    counts, cols, vals = [], [], []
+    for theta in angles_deg:
+        pt, col, w, cs = _line_samples(float(theta), s_mm, u_mm, X, Y, h)
+        k = pt % n_ext - ext
+        keep = (k >= 0) & (k < nb)
+        # Sum the samples of one (bin, pixel) pair along the line: unique keys, sorted by bin.
+        key, inv = torch.unique(k[keep] * (X * Y) + col[keep], return_inverse=True)
+        vals.append(torch.zeros(key.numel(), device=device, dtype=torch.float64).index_add_(0, inv, (w / cs[col])[keep]))
+        cols.append(key % (X * Y))
+        counts.append(torch.bincount(key // (X * Y), minlength=nb))
+    crow = torch.zeros(n_views * nb + 1, device=device, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.cat(counts), 0)
+    A = _csr(crow, torch.cat(cols), torch.cat(vals).to(dtype), (n_views * nb, X * Y))
+    return A, {}
+
+
 class PETProjector(_LazyOperators):
     """2D parallel-ray PET projector per axial slice, with attenuation and image-space resolution.
 
@@ -632,30 +661,15 @@ class PETProjector(_LazyOperators):
 
     def _build(self, device: torch.device, dtype: torch.dtype) -> dict:
         X, Y, Z = self.shape
-        h, nb = self.spacing_mm[0], self.n_bins
-        n_s = int(math.ceil(math.hypot(X, Y))) + 2
-        s_mm = (torch.arange(n_s, device=device, dtype=torch.float64) - (n_s - 1) / 2) * h
-        ext = max(0, (n_s - nb) // 2 + 1)  # column sums over the whole circle (see SPECT)
-        u_mm = (torch.arange(-ext, nb + ext, device=device, dtype=torch.float64) - (nb - 1) / 2) * h
-        n_ext = u_mm.numel()
-        counts, cols, vals = [], [], []
-        for theta in self.angles_deg:
-            pt, col, w, cs = _line_samples(float(theta), s_mm, u_mm, X, Y, h)
-            k = pt % n_ext - ext
-            keep = (k >= 0) & (k < nb)
-            # Sum the samples of one (bin, pixel) pair along the line: unique keys, sorted by bin.
-            key, inv = torch.unique(k[keep] * (X * Y) + col[keep], return_inverse=True)
-            vals.append(torch.zeros(key.numel(), device=device, dtype=torch.float64).index_add_(0, inv, (w / cs[col])[keep]))
-            cols.append(key % (X * Y))
-            counts.append(torch.bincount(key // (X * Y), minlength=nb))
-        crow = torch.zeros(self.n_views * nb + 1, device=device, dtype=torch.int64)
-        crow[1:] = torch.cumsum(torch.cat(counts), 0)
-        A = _csr(crow, torch.cat(cols), torch.cat(vals).to(dtype), (self.n_views * nb, X * Y))
-        ops = {"key": (device, dtype), "A": A, "subsets": {}}
+        h = self.spacing_mm[0]
+        # The geometry matrix depends only on the geometry: shared by every projector of it
+        # (e.g. the three mu-maps of one evaluation), so it is built once per process.
+        A, subsets = _pet_geometry(self.shape, h, self.n_views, self.n_bins, device, dtype)
+        ops = {"key": (device, dtype), "A": A, "subsets": subsets}
         ops["att"] = None
         if self.mu_map is not None:
             mu = self.mu_map.to(device=device, dtype=dtype).reshape(X * Y, Z)
-            ops["att"] = torch.exp(-(A @ mu) * (h / 10.0)).view(self.n_views, nb, Z)  # mm -> cm
+            ops["att"] = torch.exp(-(A @ mu) * (h / 10.0)).view(self.n_views, self.n_bins, Z)  # mm -> cm
         return ops
 
     def _matrices(self, ops: dict, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

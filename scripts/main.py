@@ -37,11 +37,18 @@ def _bundle_cmd(bundle: Path, workflow: str, configs: list[str], **overrides) ->
 
 
 def _run_logged(cmd: list[str], log: Path) -> float:
-    """Run a command with its output in ``log``; raise with the log's tail on failure."""
+    """Run a command, showing and logging its output (its progress bars included) in ``log``;
+    raise with the log's tail on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    with open(log, "w") as f, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, text=True, bufsize=1
+    ) as proc:
+        for line in proc.stdout:
+            f.write(line)
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        rc = proc.wait()
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise RuntimeError(f"command failed ({rc}), log {log}:\n{tail}")
