@@ -95,7 +95,7 @@ def _table(summaries: dict[str, dict]) -> str:
     for name, s in summaries.items():
         h = s["headline"]
         rows.append(
-            f"| {name} | {h['metric']} ({h['unit']}) | {h['model']:.4g} | {h['baseline']:.4g} | {h.get('target', '')} "
+            f"| {name} | {h['metric'].replace('|', chr(92) + '|')} ({h['unit']}) | {h['model']:.4g} | {h['baseline']:.4g} | {h.get('target', '')} "
             f"| {s.get('n_subjects', '')} | {s.get('wall_s', '')} |"
         )
     return "\n".join(rows)
