@@ -36,10 +36,10 @@ def build_pet_lowdose_split_counts(rng: np.random.Generator, params: Mapping[str
     (acquisition, then the thinning generator), so the thinned prompts equal that builder's; the
     split uses a further generator drawn after them.
     """
-    s = simulate._simulate_pet_subject(rng, params)
+    s = simulate.simulate_pet_subject(rng, params)
     d, it, sub = s.data, int(params["n_iters"]), int(params["n_subsets"])
-    thin_gen = simulate._torch_generator(rng)
-    split_gen = simulate._torch_generator(rng)
+    thin_gen = simulate.torch_generator(rng)
+    split_gen = simulate.torch_generator(rng)
     affine = s.phantom.affine
     images: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for drf in params["dose_reduction_factors"]:
@@ -48,7 +48,7 @@ def build_pet_lowdose_split_counts(rng: np.random.Generator, params: Mapping[str
         for i, half in enumerate(halves, start=1):
             # each half holds fraction / 2 of the counts: background and sensitivity x 1/2
             image = simulate.reconstruct_pet(s.ac_projector, half, d.background, d.count_scale, it, sub, 0.5 * fraction)
-            images[f"drf{simulate._drf_name(drf)}_half{i}"] = (simulate._suv_image(s, image), affine)
+            images[f"drf{simulate.drf_name(drf)}_half{i}"] = (simulate.suv_image(s, image), affine)
     images["labels"] = (s.phantom.labels.astype(np.int16), affine)
     return SubjectData(images=images, attributes=s.attributes)
 
@@ -58,7 +58,7 @@ register_task(
         SPLIT_COUNTS_TASK,
         build_pet_lowdose_split_counts,
         image_keys=(
-            *(f"drf{simulate._drf_name(f)}_half{i}" for f in simulate.LOWDOSE_PARAMS["dose_reduction_factors"] for i in (1, 2)),
+            *(f"drf{simulate.drf_name(f)}_half{i}" for f in simulate.LOWDOSE_PARAMS["dose_reduction_factors"] for i in (1, 2)),
             "labels",
         ),
         params=simulate.LOWDOSE_PARAMS,

@@ -31,7 +31,7 @@ from monai.transforms import Transform
 from scipy import ndimage
 
 from common.physics import CARNEY_SOFT_SLOPE, hu_to_mu
-from common.transforms import _CheckDict, source_name
+from common.transforms import CheckDict, source_name
 
 __all__ = [
     "AIR",
@@ -291,7 +291,7 @@ class CheckNAC(Transform):
         return img
 
 
-class CheckNACd(_CheckDict):
+class CheckNACd(CheckDict):
     """Dictionary twin of :class:`CheckNAC`."""
 
     array_transform = CheckNAC

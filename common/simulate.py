@@ -64,13 +64,20 @@ __all__ = [
     "PETData",
     "AttenuatedPET",
     "pet_system",
+    "PETSubject",
     "simulate_pet",
-        "reconstruct_pet",
+    "simulate_pet_subject",
+    "reconstruct_pet",
     "reconstruct_pet_suv",
     "build_pet_nac_to_pct",
     "build_pet_lowdose_denoising",
     "PET_PARAMS",
     "LOWDOSE_PARAMS",
+    "drf_name",
+    "sample_param",
+    "smooth_sinogram",
+    "suv_image",
+    "torch_generator",
 ]
 
 PET_ENERGY_KEV = 511.0
@@ -177,7 +184,7 @@ class PETData:
         return self.trues + self.scatter + self.randoms
 
 
-def _smooth_sinogram(sino: torch.Tensor, fwhm_px: Sequence[float]) -> torch.Tensor:
+def smooth_sinogram(sino: torch.Tensor, fwhm_px: Sequence[float]) -> torch.Tensor:
     """Gaussian of a sinogram [A, B, Z] with FWHM in samples per axis (0 = none), edges
     replicated, so end slices keep their share of scatter."""
     from monai.networks.layers.convutils import gaussian_1d
@@ -231,7 +238,7 @@ def simulate_pet(
     trues = unscaled * scale
     if scatter_fraction > 0:  # radial and axial spread, edges replicated (end slices keep their scatter)
         fwhm_px = (0.0, scatter_fwhm_mm[0] / spacing[0], scatter_fwhm_mm[1] / spacing[2])
-        shape = _smooth_sinogram(trues, fwhm_px)
+        shape = smooth_sinogram(trues, fwhm_px)
         scatter = shape * (scatter_fraction / (1.0 - scatter_fraction) * float(trues.sum()) / float(shape.sum()))
     else:
         scatter = torch.zeros_like(trues)
@@ -286,7 +293,7 @@ def reconstruct_pet_suv(
 
 
 # ------------------------------------------------------------------------------------- builders
-def _uniform(rng: np.random.Generator, value: Any) -> float:
+def sample_param(rng: np.random.Generator, value: Any) -> float:
     """A float param, or a value drawn uniformly from a [low, high] range."""
     if isinstance(value, (list, tuple)):
         lo, hi = (float(v) for v in value)
@@ -294,12 +301,12 @@ def _uniform(rng: np.random.Generator, value: Any) -> float:
     return float(value)
 
 
-def _torch_generator(rng: np.random.Generator) -> torch.Generator:
+def torch_generator(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
 
 
 @dataclasses.dataclass
-class _PETSubject:
+class PETSubject:
     phantom: Any
     ct_hu: np.ndarray
     mu: torch.Tensor
@@ -311,7 +318,7 @@ class _PETSubject:
     attributes: dict[str, Any]
 
 
-def _simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) -> _PETSubject:
+def simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) -> PETSubject:
     from common.phantoms import make_torso_phantom
 
     phantom_seed = [int(v) for v in rng.integers(0, 2**32, size=4)]
@@ -326,7 +333,7 @@ def _simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) -
     ct_hu = np.clip(np.round(phantom.ct_hu), -1024, 3071).astype(np.int16)
     mu = hu_to_mu(torch.from_numpy(ct_hu), PET_ENERGY_KEV)
     nac_p, ac_p = pet_system(phantom.labels.shape, phantom.spacing_mm, params["n_angles"], mu)
-    sf, rf = _uniform(rng, params["scatter_fraction"]), _uniform(rng, params["randoms_fraction"])
+    sf, rf = sample_param(rng, params["scatter_fraction"]), sample_param(rng, params["randoms_fraction"])
     data = simulate_pet(
         torch.from_numpy(phantom.activity[tracer]) * decay,
         nac_p,
@@ -336,7 +343,7 @@ def _simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) -
         randoms_fraction=rf,
         scatter_fwhm_mm=tuple(params["scatter_fwhm_mm"]),
         psf_fwhm_mm=params["psf_fwhm_mm"],
-        generator=_torch_generator(rng),
+        generator=torch_generator(rng),
     )
     attributes = {
         "weight_kg": float(weight),
@@ -351,16 +358,16 @@ def _simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) -
         "count_scale": data.count_scale,
         "phantom_seed": phantom_seed,
     }
-    return _PETSubject(phantom, ct_hu, mu, nac_p, ac_p, data, decay, float(suv(1.0, weight, injected)), attributes)
+    return PETSubject(phantom, ct_hu, mu, nac_p, ac_p, data, decay, float(suv(1.0, weight, injected)), attributes)
 
 
-def _suv_image(s: _PETSubject, bq_per_mL_at_scan: torch.Tensor) -> np.ndarray:
+def suv_image(s: PETSubject, bq_per_mL_at_scan: torch.Tensor) -> np.ndarray:
     return (bq_per_mL_at_scan / s.decay * s.suv_factor).numpy().astype(np.float32)
 
 
 def build_pet_nac_to_pct(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
     """One ``pet_nac_to_pct`` subject (files and model: module docstring)."""
-    s = _simulate_pet_subject(rng, params)
+    s = simulate_pet_subject(rng, params)
     d, it, sub = s.data, int(params["n_iters"]), int(params["n_subsets"])
     # Backgrounds are stored as float16 (half the disk); reconstruct with the stored values.
     background = d.background.half()
@@ -387,10 +394,10 @@ def build_pet_nac_to_pct(rng: np.random.Generator, params: Mapping[str, Any]) ->
     }
     return SubjectData(
         images={
-            "nac": (_suv_image(s, nac), affine),
+            "nac": (suv_image(s, nac), affine),
             "ct": (s.ct_hu, affine),
             "labels": (ph.labels.astype(np.int16), affine),
-            "ac": (_suv_image(s, ac), affine),
+            "ac": (suv_image(s, ac), affine),
         },
         arrays={"raw": raw},
         attributes=s.attributes,
@@ -400,29 +407,29 @@ def build_pet_nac_to_pct(rng: np.random.Generator, params: Mapping[str, Any]) ->
 def build_pet_lowdose_denoising(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
     """One ``pet_lowdose_denoising`` subject: AC OSEM (true CT) in SUV of the full-dose prompts,
     of each binomially thinned study (dose reduction factors), and of the expected data."""
-    s = _simulate_pet_subject(rng, params)
+    s = simulate_pet_subject(rng, params)
     d, it, sub = s.data, int(params["n_iters"]), int(params["n_subsets"])
     affine = s.phantom.affine
 
     def recon(prompts: torch.Tensor, fraction: float = 1.0) -> np.ndarray:
-        return _suv_image(s, reconstruct_pet(s.ac_projector, prompts, d.background, d.count_scale, it, sub, fraction))
+        return suv_image(s, reconstruct_pet(s.ac_projector, prompts, d.background, d.count_scale, it, sub, fraction))
 
     images = {"full": (recon(d.prompts), affine)}
-    gen = _torch_generator(rng)
+    gen = torch_generator(rng)
     for drf in params["dose_reduction_factors"]:
         fraction = 1.0 / float(drf)  # binomial thinning of the same counts (DESIGN 3)
-        images[f"drf{_drf_name(drf)}"] = (recon(thin(d.prompts, fraction, generator=gen), fraction), affine)
+        images[f"drf{drf_name(drf)}"] = (recon(thin(d.prompts, fraction, generator=gen), fraction), affine)
     images["noise_free"] = (recon(d.expected), affine)
     images["labels"] = (s.phantom.labels.astype(np.int16), affine)
     return SubjectData(images=images, attributes=s.attributes)
 
 
-def _drf_name(drf: Any) -> str:
+def drf_name(drf: Any) -> str:
     return str(int(drf)) if float(drf).is_integer() else f"{float(drf):g}"
 
 
 def _lowdose_keys(params: Mapping[str, Any]) -> tuple[str, ...]:
-    return ("full", *(f"drf{_drf_name(f)}" for f in params["dose_reduction_factors"]), "noise_free", "labels")
+    return ("full", *(f"drf{drf_name(f)}" for f in params["dose_reduction_factors"]), "noise_free", "labels")
 
 
 register_task(

@@ -91,7 +91,7 @@ from common.data import SubjectData, TaskSpec, register_task
 from common.noise import poisson
 from common.physics import decay_factor, hu_to_mu, nuclide
 from common.projectors import COLLIMATORS, CollimatorPSF, SPECTProjector
-from common.simulate import _smooth_sinogram, _torch_generator, _uniform
+from common.simulate import sample_param, smooth_sinogram, torch_generator
 
 __all__ = [
     "COLLIMATOR_SEPTA_MM",
@@ -344,7 +344,7 @@ def simulate_spect(
         raise ValueError("activity projects to zero counts")
     if scatter_to_primary > 0:
         h, hz = projector.spacing_mm[0], projector.spacing_mm[2]
-        shape = _smooth_sinogram(primary, (0.0, scatter_fwhm_mm[0] / h, scatter_fwhm_mm[1] / hz))
+        shape = smooth_sinogram(primary, (0.0, scatter_fwhm_mm[0] / h, scatter_fwhm_mm[1] / hz))
         scatter = shape * (scatter_to_primary * total / float(shape.sum()))
     else:
         scatter = torch.zeros_like(primary)
@@ -450,9 +450,9 @@ def build_spect_projection_completion(rng: np.random.Generator, params: Mapping[
         float(params["intrinsic_fwhm_140keV_mm"]),
     )  # fmt: skip
     k = spect_count_scale(spacing, acq["sensitivity_cps_per_MBq"], acq["time_per_view_s"])
-    spr = _uniform(rng, params["scatter_to_primary"])
+    spr = sample_param(rng, params["scatter_to_primary"])
     data = simulate_spect(
-        torch.from_numpy(ph.activity[tracer]) * decay, projector, k, spr, tuple(params["scatter_fwhm_mm"]), _torch_generator(rng)
+        torch.from_numpy(ph.activity[tracer]) * decay, projector, k, spr, tuple(params["scatter_fwhm_mm"]), torch_generator(rng)
     )
     it, sub = int(params["n_iters"]), int(params["n_subsets"])
     scatter = data.scatter.half()  # half the disk; reconstruct with the stored values

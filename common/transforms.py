@@ -138,7 +138,7 @@ class CheckCT(Transform):
         return img
 
 
-class _CheckDict(MapTransform):
+class CheckDict(MapTransform):
     array_transform: type[Transform]
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs) -> None:
@@ -152,13 +152,13 @@ class _CheckDict(MapTransform):
         return d
 
 
-class CheckEmissiond(_CheckDict):
+class CheckEmissiond(CheckDict):
     """Dictionary twin of :class:`CheckEmission`."""
 
     array_transform = CheckEmission
 
 
-class CheckCTd(_CheckDict):
+class CheckCTd(CheckDict):
     """Dictionary twin of :class:`CheckCT`."""
 
     array_transform = CheckCT
