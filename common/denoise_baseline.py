@@ -13,10 +13,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
-from monai.networks.layers import separable_filtering
-from monai.networks.layers.convutils import gaussian_1d
 
 from common.metrics import nrmse
+from common.projectors import gaussian_filter_mm
 
 __all__ = ["FWHM_PER_SIGMA", "DEFAULT_FWHM_GRID_MM", "gaussian_filter_fwhm", "tune_gaussian_fwhm", "fwhm_for"]
 
@@ -45,23 +44,10 @@ def gaussian_filter_fwhm(image: torch.Tensor, fwhm_mm: float | Sequence[float], 
         raise ValueError(f"image must be [..., X, Y, Z], got shape {tuple(image.shape)}")
     if len(spacing_mm) != 3 or any(not (float(s) > 0) for s in spacing_mm):
         raise ValueError(f"spacing_mm must be 3 positive values in mm, got {tuple(spacing_mm)}")
-    fwhm = [float(fwhm_mm)] * 3 if isinstance(fwhm_mm, (int, float)) else [float(f) for f in fwhm_mm]
-    if len(fwhm) != 3 or any(not math.isfinite(f) or f < 0 for f in fwhm):
-        raise ValueError(f"fwhm_mm must be >= 0 (one value or 3), got {fwhm_mm!r}")
-    if all(f == 0 for f in fwhm):
-        return image.clone()
-    shape = image.shape
-    x = image.reshape(-1, 1, *shape[-3:])
-    dtype = x.dtype if x.is_floating_point() else torch.float32
-    x = x.to(dtype)
-    kernels = []
-    for f, s in zip(fwhm, spacing_mm):
-        if f == 0:
-            kernels.append(torch.ones(1, dtype=dtype, device=x.device))
-        else:
-            sigma = torch.tensor(f / FWHM_PER_SIGMA / float(s), dtype=dtype, device=x.device)
-            kernels.append(gaussian_1d(sigma, truncated=4.0, approx="erf", normalize=True).to(dtype))
-    return separable_filtering(x, kernels, mode="replicate").reshape(shape)
+    if not image.is_floating_point():
+        image = image.float()
+    out = gaussian_filter_mm(image, fwhm_mm, spacing_mm, mode="replicate")
+    return out.clone() if out is image else out
 
 
 def tune_gaussian_fwhm(

@@ -169,10 +169,14 @@ def _unit_vectors(theta_deg: float) -> tuple[float, float, float, float]:
     return -math.sin(th), -math.cos(th), math.cos(th), -math.sin(th)
 
 
-def gaussian_filter_mm(image: torch.Tensor, fwhm_mm: float | Sequence[float], spacing_mm: Sequence[float]) -> torch.Tensor:
-    """Gaussian filter of ``image [B?, X, Y, Z]`` with FWHM in mm (MONAI erf kernels, zero padding).
+def gaussian_filter_mm(
+    image: torch.Tensor, fwhm_mm: float | Sequence[float], spacing_mm: Sequence[float], mode: str = "zeros"
+) -> torch.Tensor:
+    """Gaussian filter of ``image [..., X, Y, Z]`` with FWHM in mm (MONAI erf kernels, 4 sigma).
 
-    The kernel is symmetric and the padding zero, so the filter is its own adjoint.
+    ``mode`` is the padding of :func:`monai.networks.layers.separable_filtering`. With the
+    default zero padding the kernel is symmetric and the filter its own adjoint (projectors);
+    ``"replicate"`` keeps the level at a volume's border (image post-filters).
     """
     from monai.networks.layers.convutils import gaussian_1d
     from monai.networks.layers.simplelayers import separable_filtering
@@ -188,7 +192,7 @@ def gaussian_filter_mm(image: torch.Tensor, fwhm_mm: float | Sequence[float], sp
         for f, s in zip(fwhm, spacing_mm)
     ]
     x = image.reshape(-1, 1, *image.shape[-3:])
-    return separable_filtering(x, kernels).reshape(image.shape)
+    return separable_filtering(x, kernels, mode=mode).reshape(image.shape)
 
 
 # ------------------------------------------------------------------------------- physics pieces
