@@ -7,7 +7,7 @@ same scatter + randoms estimate, changing only the attenuation map (DESIGN secti
 - ``pct``: mu-map of the network's pseudo-CT,
 - ``baseline``: mu-map of the 3-class segmentation of the NAC PET (:mod:`common.mumap`).
 
-All three go through :func:`common.physics.hu_to_mu`. Regions: each organ (label ids 1..99 except
+All three go through :func:`common.mumap.ct_to_mu` with the air rule the simulation used. Regions: each organ (label ids 1..99 except
 air), each lesion (ids >= 100), and bone-adjacent soft tissue (within 10 mm of cortical bone,
 :func:`common.metrics.bone_adjacent_mask`). Regional SUV error = |mean_X / mean_trueCT - 1|,
 averaged over subjects and regions. Pseudo-CT accuracy: MAE in HU in the body, in bone and in lung.
@@ -30,12 +30,10 @@ import numpy as np
 import torch
 
 from common import metrics
-from common.mumap import baseline_pseudo_ct, pct_to_mu
-from common.physics import hu_to_mu
+from common.mumap import baseline_pseudo_ct, ct_to_mu
 
 __all__ = [
     "METHODS",
-    "AIR_FLOOR",
     "region_groups",
     "reconstruct_ac",
     "suv_errors",
@@ -47,8 +45,6 @@ __all__ = [
 ]
 
 METHODS = ("pct", "baseline")
-#: Extra method: the true CT with air outside the body set to -1000 HU (no noise).
-AIR_FLOOR = "ct_noise_free_air"
 # Label names of air inside or outside the body: no tissue, no uptake, not a region.
 NON_TISSUE_WORDS = ("background", "airway", "gas", "sinus")
 PET_ENERGY_KEV = 511.0
@@ -167,7 +163,6 @@ def evaluate_subject(
     raw: Mapping[str, Any],
     baseline_kwargs: Mapping[str, Any] | None = None,
     kvp: int = 120,
-    air_floor: bool = True,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The task metric of one subject.
 
@@ -175,11 +170,10 @@ def evaluate_subject(
         nac: NAC PET [X, Y, Z] (the network's input, on the CT grid).
         ct_hu, pct_hu: true CT and pseudo-CT [X, Y, Z] in HU.
         labels, label_names: label map [X, Y, Z] and its names (organs 1..99, lesions >= 100).
-        raw: the subject's stored acquisition (:func:`reconstruct_ac`); ``spacing_mm`` from it.
+        raw: the subject's stored acquisition (:func:`reconstruct_ac`); ``spacing_mm`` and the CTAC
+            air rule ``ct_air_below_hu`` (NaN or absent: none) from it.
         baseline_kwargs: arguments of :func:`common.mumap.segment_nac`.
         kvp: CT tube voltage of the HU -> mu conversion.
-        air_floor: also score the true CT with noise-free air outside the body (method
-            :data:`AIR_FLOOR`): the error floor that CT noise in air puts under any pseudo-CT.
 
     Returns:
         (metrics, images): metrics ``{"suv_error_pct": ..., "mae_hu": ..., "time_s": ...}``;
@@ -191,15 +185,13 @@ def evaluate_subject(
     if len(shapes) != 1:
         raise ValueError(f"nac, ct_hu, pct_hu and labels must share one shape, got {sorted(shapes)}.")
     baseline_hu = baseline_pseudo_ct(nac, spacing_mm, **dict(baseline_kwargs or {}))
-    mus = {
-        "ct": hu_to_mu(ct_hu, PET_ENERGY_KEV, kvp),  # exactly what the simulation attenuated with
-        "pct": pct_to_mu(pct_hu, PET_ENERGY_KEV, kvp),
-        "baseline": pct_to_mu(baseline_hu, PET_ENERGY_KEV, kvp),
-    }
-    if air_floor:
-        # the true CT with noise-free air outside the body: hu_to_mu clips the negative half of
-        # the CT noise in air, so the simulated attenuation holds some that no pseudo-CT predicts
-        mus[AIR_FLOOR] = hu_to_mu(torch.where(torch.as_tensor(labels) == 0, torch.full_like(ct_hu, -1000.0), ct_hu), PET_ENERGY_KEV, kvp)
+    air = float(np.asarray(raw.get("ct_air_below_hu", math.nan)))
+    air = None if math.isnan(air) else air  # the simulation's own rule, so true-CT AC reproduces it
+
+    def mu(hu: torch.Tensor) -> torch.Tensor:
+        return ct_to_mu(hu, PET_ENERGY_KEV, kvp, air_below_hu=air)
+
+    mus = {"ct": mu(ct_hu), "pct": mu(pct_hu), "baseline": mu(baseline_hu)}
     ac = reconstruct_ac(raw, mus)
     suv = suv_errors({m: ac[m] for m in mus if m != "ct"}, ac["ct"], labels, label_names, spacing_mm)
     hu = hu_errors({"pct": pct_hu, "baseline": baseline_hu}, ct_hu, labels, label_names)
@@ -221,7 +213,7 @@ def summarize(per_subject: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     first = next(iter(per_subject.values()))
-    for method in [m for m in (*METHODS, AIR_FLOOR) if m in first["suv_error_pct"]]:
+    for method in [m for m in METHODS if m in first["suv_error_pct"]]:
         groups: dict[str, list[float]] = {"organ": [], "lesion": [], "bone_adjacent": []}
         for res in per_subject.values():
             for group, values in res["suv_error_pct"][method].items():

@@ -3,7 +3,7 @@
 
 PET model (2D sinograms per axial slice, :class:`common.projectors.PETProjector`)::
 
-    trues    = s * a * P(blur(C_scan))          a = exp(-line integral of hu_to_mu(CT, 511 keV))
+    trues    = s * a * P(blur(C_scan))          a = exp(-line integral of ct_to_mu(CT, 511 keV))
     scatter  = smooth(trues), scaled to the subject's scatter fraction SF = S / (T + S), 30-40 %
     randoms  = flat, scaled to the subject's randoms fraction R / (T + S + R), 10-20 %
     prompts  = Poisson(trues + scatter + randoms)
@@ -31,10 +31,11 @@ Files per subject (``common.data`` layout):
 - ``pet_nac_to_pct``: ``nac`` (SUV), ``ct`` (HU, int16), ``labels`` (int16), ``ac`` (SUV, true-CT AC),
   ``raw`` (.npz): ``prompts`` int32 [angles, bins, Z]; ``background`` float16 expected scatter +
   randoms (counts, the AC background); ``nac_background`` float16 (randoms only by default);
-  ``count_scale``, ``decay_factor``, ``suv_factor`` (SUV per Bq/mL at injection), ``n_iters``,
-  ``n_subsets``, ``n_angles``, ``n_bins``, ``spacing_mm``, ``image_shape``, ``label_ids``,
-  ``label_names``. To reconstruct again (:func:`reconstruct_pet_suv`):
-  ``osem(PETProjector(image_shape, spacing_mm, n_angles, n_bins, mu_map=hu_to_mu(ct, 511)),
+  ``count_scale``, ``decay_factor``, ``suv_factor`` (SUV per Bq/mL at injection), ``ct_air_below_hu``
+  (the CTAC air rule of the simulated attenuation, NaN for none), ``n_iters``, ``n_subsets``,
+  ``n_angles``, ``n_bins``, ``spacing_mm``, ``image_shape``, ``label_ids``, ``label_names``. To
+  reconstruct again (:func:`reconstruct_pet_suv`):
+  ``osem(PETProjector(image_shape, spacing_mm, n_angles, n_bins, mu_map=ct_to_mu(ct, 511, air_below_hu=...)),
   prompts, n_iters, n_subsets, background=background) / count_scale / decay_factor * suv_factor``.
 - ``pet_lowdose_denoising``: ``full`` (SUV), ``drf4`` ``drf10`` ``drf20`` ``drf50`` ``drf100``
   (SUV, binomially thinned prompts), ``noise_free`` (SUV, the same OSEM of the expected data),
@@ -56,7 +57,8 @@ import torch
 
 from common.data import SubjectData, TaskSpec, register_task
 from common.noise import poisson, thin
-from common.physics import decay_factor, hu_to_mu, nuclide, suv
+from common.mumap import CT_AIR_BELOW_HU, ct_to_mu
+from common.physics import decay_factor, nuclide, suv
 from common.projectors import FWHM_TO_SIGMA, PETProjector, gaussian_filter_mm
 
 __all__ = [
@@ -72,6 +74,7 @@ __all__ = [
     "build_pet_nac_to_pct",
     "build_pet_lowdose_denoising",
     "PET_PARAMS",
+    "NAC_TO_PCT_PARAMS",
     "LOWDOSE_PARAMS",
     "drf_name",
     "sample_param",
@@ -101,6 +104,11 @@ PET_PARAMS: dict[str, Any] = {
 }
 #: ``pet_lowdose_denoising``: dose reduction factors 4-100 (UDPET, REFERENCE.md 5(a)); they name
 #: the image keys ``drf4`` ... ``drf100``.
+# Attenuation from the CT through the CTAC air rule (common.mumap.CT_AIR_BELOW_HU), so that true-CT AC
+# reproduces the simulated attenuation and a pseudo-CT with clean air can (dataset version 2).
+NAC_TO_PCT_PARAMS: dict[str, Any] = {**PET_PARAMS, "ct_air_below_hu": CT_AIR_BELOW_HU}
+# Without the air rule: every image of a denoising subject shares one attenuation map, so the rule
+# cannot change that task; leaving it out keeps dataset version 1 reproducible byte for byte.
 LOWDOSE_PARAMS: dict[str, Any] = {**PET_PARAMS, "dose_reduction_factors": [4, 10, 20, 50, 100]}
 
 
@@ -331,7 +339,8 @@ def simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) ->
     # CT stored as int16 HU (as scanners do); the simulation uses exactly the stored numbers, so
     # true-CT AC from the file reproduces the simulated attenuation.
     ct_hu = np.clip(np.round(phantom.ct_hu), -1024, 3071).astype(np.int16)
-    mu = hu_to_mu(torch.from_numpy(ct_hu), PET_ENERGY_KEV)
+    # the CTAC conversion the evaluation uses too; tasks without the key keep every CT number
+    mu = ct_to_mu(torch.from_numpy(ct_hu), PET_ENERGY_KEV, air_below_hu=params.get("ct_air_below_hu"))
     nac_p, ac_p = pet_system(phantom.labels.shape, phantom.spacing_mm, params["n_angles"], mu)
     sf, rf = sample_param(rng, params["scatter_fraction"]), sample_param(rng, params["randoms_fraction"])
     data = simulate_pet(
@@ -383,6 +392,7 @@ def build_pet_nac_to_pct(rng: np.random.Generator, params: Mapping[str, Any]) ->
         "count_scale": np.float64(d.count_scale),
         "decay_factor": np.float64(s.decay),
         "suv_factor": np.float64(s.suv_factor),
+        "ct_air_below_hu": np.float64(params.get("ct_air_below_hu", np.nan)),
         "n_iters": np.int64(it),
         "n_subsets": np.int64(sub),
         "n_angles": np.int64(s.ac_projector.n_views),
@@ -438,8 +448,8 @@ register_task(
         build_pet_nac_to_pct,
         image_keys=("nac", "ct", "labels", "ac"),
         array_keys=("raw",),
-        params=PET_PARAMS,
-        version="1",
+        params=NAC_TO_PCT_PARAMS,
+        version="2",
         description="FDG torso PET: NAC OSEM (SUV) -> CT (HU); true-CT AC OSEM and raw sinograms for the AC task metric",
     )
 )

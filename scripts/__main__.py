@@ -8,6 +8,7 @@ and ``python -m scripts <command> --help`` shows that function's real signature.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 
 import fire
@@ -35,7 +36,24 @@ def cli(argv: list[str] | None = None) -> None:
         return
     name = argv[0]
     fn = getattr(importlib.import_module(f"scripts.{name}"), name)
+    unknown = unknown_flags(fn, argv[1:])
+    if unknown:
+        # fire would run the command first and complain about the leftovers afterwards: a misspelt
+        # flag must not start a long job with its default in place of what was asked
+        known = ", ".join(f"--{p}" for p in inspect.signature(fn).parameters)
+        sys.exit(f"python -m scripts {name}: unknown flag(s) {', '.join(unknown)}; known: {known}")
     fire.Fire(fn, command=argv[1:], name=f"python -m scripts {name}")
+
+
+def unknown_flags(fn, args: list[str]) -> list[str]:
+    """The ``--flags`` in ``args`` that are not parameters of ``fn`` (fire accepts - for _)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    names = set(params) | {f"no{p}" for p in params}  # fire's --noflag for booleans
+    args = args[: args.index("--")] if "--" in args else args  # after "--": fire's own flags
+    flags = [a for a in args if a.startswith("--") and a != "--help"]
+    return [f for f in flags if f[2:].split("=", 1)[0].replace("-", "_") not in names]
 
 
 if __name__ == "__main__":

@@ -81,6 +81,16 @@ def test_command_line_reports_an_unknown_task_with_the_known_ones(tmp_path):
     assert proc.returncode != 0 and "unknown task 'nope'; known tasks:" in proc.stderr
 
 
+def test_a_misspelt_flag_stops_the_command_before_it_writes_anything(tmp_path):
+    # fire alone would run the job with the default output folder, then complain about --out_dir
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts", "make_dataset", "--task", "pet_nac_to_pct", "--n", "2", "--out_dir", str(tmp_path / "x")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert proc.returncode != 0 and "unknown flag(s) --out_dir" in proc.stderr and "--out," in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_preview_writes_a_png_with_one_row_per_image_and_array(tmp_path):
     import matplotlib.image as mpimg
 

@@ -31,7 +31,7 @@ from common.mumap import (
     CheckNAC,
     baseline_pseudo_ct,
     classes_to_hu,
-    pct_to_mu,
+    ct_to_mu,
     segment_nac,
 )
 
@@ -98,7 +98,7 @@ def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> Path:
 def test_baseline_class_values_give_the_martinez_moller_mu_at_511kev():
     # Martinez-Moeller et al. J Nucl Med 2009;50:520: lung 0.018 /cm, soft tissue 0.100 /cm; through
     # the Carney 2006 bilinear below its break point (REFERENCE.md section 2).
-    mu = pct_to_mu(classes_to_hu(torch.tensor([AIR, LUNG, SOFT_TISSUE])), 511.0)
+    mu = ct_to_mu(classes_to_hu(torch.tensor([AIR, LUNG, SOFT_TISSUE])), 511.0)
     assert torch.allclose(mu, torch.tensor([0.0, 0.018, 0.100]), atol=1e-6)
 
 
@@ -116,12 +116,20 @@ def test_baseline_segments_air_lung_soft_tissue_and_no_bone(tiny_subject):
     assert hu.max() < 100.0  # no bone: nothing denser than soft tissue
 
 
-def test_pct_to_mu_clips_hu_to_the_physical_range():
+def test_ct_to_mu_clips_hu_to_the_physical_range():
     hu = torch.tensor([-3000.0, -1000.0, 0.0, 3000.0, 9000.0])
-    mu = pct_to_mu(hu)
+    mu = ct_to_mu(hu)
     assert mu[0] == mu[1] == 0.0
-    assert mu[3] == mu[4] == pct_to_mu(torch.tensor(HU_RANGE[1]))
+    assert mu[3] == mu[4] == ct_to_mu(torch.tensor(HU_RANGE[1]))
     assert math.isclose(float(mu[2]), 0.096, rel_tol=1e-6)  # water at 511 keV, Carney 2006
+
+
+def test_ct_air_rule_removes_the_attenuation_of_noise_in_air_and_keeps_lung():
+    noisy_air = -1000.0 + 15.0 * torch.randn(100_000, generator=torch.Generator().manual_seed(0))
+    assert ct_to_mu(noisy_air, air_below_hu=None).mean() > 5e-4  # positive half of the noise: ~6 HU
+    assert ct_to_mu(noisy_air).mean() < 1e-5  # only the tail beyond 3.3 sigma is left
+    lung = torch.tensor([-940.0, -835.0, -500.0])  # Kinahan et al. 2003: lung -900..-500 HU
+    assert torch.equal(ct_to_mu(lung), ct_to_mu(lung, air_below_hu=None))
 
 
 # ----------------------------------------------------------------------------------------------

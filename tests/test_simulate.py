@@ -12,6 +12,7 @@ import torch
 from common import simulate as S
 from common.data import generate_dataset, read_datalist, read_nifti, read_npz
 from common.noise import thin
+from common.mumap import ct_to_mu
 from common.physics import hu_to_mu
 
 # Small geometry for the builders: 10 mm voxels cover the torso phantom (about 430 mm axially).
@@ -149,7 +150,7 @@ def test_stored_raw_data_reconstruct_to_the_stored_ac_image(pct_dataset):
     entry = read_datalist(pct_dataset)["training"][0]
     raw = read_npz(pct_dataset / entry["raw"])
     ct = torch.from_numpy(read_nifti(pct_dataset / entry["ct"]).array)
-    again = S.reconstruct_pet_suv(raw, hu_to_mu(ct, 511.0))
+    again = S.reconstruct_pet_suv(raw, ct_to_mu(ct, 511.0, air_below_hu=float(raw["ct_air_below_hu"])))
     stored = read_nifti(pct_dataset / entry["ac"]).array
     assert np.allclose(again.numpy(), stored, rtol=1e-4, atol=1e-4 * stored.max())
 
