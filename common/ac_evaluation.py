@@ -34,6 +34,9 @@ from common.mumap import baseline_pseudo_ct, ct_to_mu
 
 __all__ = [
     "METHODS",
+    "CLASS_ORACLE",
+    "phantom_class_hu",
+    "class_mean_ct",
     "region_groups",
     "reconstruct_ac",
     "suv_errors",
@@ -45,6 +48,9 @@ __all__ = [
 ]
 
 METHODS = ("pct", "baseline")
+#: Diagnostic method: the true label map with each tissue's population-mean CT number, i.e. a
+#: perfect tissue classifier that cannot know the subject's own densities (:func:`class_mean_ct`).
+CLASS_ORACLE = "class_mean_oracle"
 # Label names of air inside or outside the body: no tissue, no uptake, not a region.
 NON_TISSUE_WORDS = ("background", "airway", "gas", "sinus")
 PET_ENERGY_KEV = 511.0
@@ -154,6 +160,28 @@ def hu_errors(
     }
 
 
+def phantom_class_hu() -> dict[str, float]:
+    """Population-mean CT number (HU) of each tissue of :mod:`common.phantoms`: the middle of the
+    range each subject's value is drawn from (:data:`common.phantoms.HU_RANGES`)."""
+    from common.phantoms import HU_RANGES
+
+    return {name: (lo + hi) / 2.0 for name, (lo, hi) in HU_RANGES.items()}
+
+
+def class_mean_ct(labels: torch.Tensor, label_names: Mapping[Any, str], class_hu: Mapping[str, float], lesion_class: str = "soft_tissue") -> torch.Tensor:
+    """A CT in HU from a label map: each label's voxels get ``class_hu[name]``; lesions (ids >= 100)
+    get ``class_hu[lesion_class]``. Refuses a label whose name has no value."""
+    labels = torch.as_tensor(labels)
+    names = _names(label_names)
+    out = torch.full(labels.shape, -1000.0)
+    for i in torch.unique(labels).tolist():
+        name = lesion_class if i >= 100 else names.get(int(i), "background" if i == 0 else None)
+        if name not in class_hu:
+            raise ValueError(f"class_mean_ct: no CT number for label {i} ({name!r}); known: {sorted(class_hu)}.")
+        out[labels == i] = float(class_hu[name])
+    return out
+
+
 def evaluate_subject(
     nac: torch.Tensor,
     ct_hu: torch.Tensor,
@@ -163,6 +191,7 @@ def evaluate_subject(
     raw: Mapping[str, Any],
     baseline_kwargs: Mapping[str, Any] | None = None,
     kvp: int = 120,
+    class_hu: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The task metric of one subject.
 
@@ -174,6 +203,8 @@ def evaluate_subject(
             air rule ``ct_air_below_hu`` (NaN or absent: none) from it.
         baseline_kwargs: arguments of :func:`common.mumap.segment_nac`.
         kvp: CT tube voltage of the HU -> mu conversion.
+        class_hu: tissue name -> population CT number; when given, also score the diagnostic
+            :data:`CLASS_ORACLE` (:func:`class_mean_ct` of the true labels).
 
     Returns:
         (metrics, images): metrics ``{"suv_error_pct": ..., "mae_hu": ..., "time_s": ...}``;
@@ -192,6 +223,8 @@ def evaluate_subject(
         return ct_to_mu(hu, PET_ENERGY_KEV, kvp, air_below_hu=air)
 
     mus = {"ct": mu(ct_hu), "pct": mu(pct_hu), "baseline": mu(baseline_hu)}
+    if class_hu is not None:
+        mus[CLASS_ORACLE] = mu(class_mean_ct(labels, label_names, class_hu))
     ac = reconstruct_ac(raw, mus)
     suv = suv_errors({m: ac[m] for m in mus if m != "ct"}, ac["ct"], labels, label_names, spacing_mm)
     hu = hu_errors({"pct": pct_hu, "baseline": baseline_hu}, ct_hu, labels, label_names)
@@ -213,7 +246,7 @@ def summarize(per_subject: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     first = next(iter(per_subject.values()))
-    for method in [m for m in METHODS if m in first["suv_error_pct"]]:
+    for method in [m for m in (*METHODS, CLASS_ORACLE) if m in first["suv_error_pct"]]:
         groups: dict[str, list[float]] = {"organ": [], "lesion": [], "bone_adjacent": []}
         for res in per_subject.values():
             for group, values in res["suv_error_pct"][method].items():
@@ -307,6 +340,9 @@ class PCTTaskEvaluation:
         max_figures: PNGs for the first N subjects.
         headline_target: the target text written in ``summary.json``.
         bundle: bundle name for ``summary.json``.
+        class_hu: tissue name -> population CT number (HU), e.g. :func:`phantom_class_hu` for
+            the synthetic data: also score :data:`CLASS_ORACLE`, the floor set by subject-specific
+            densities that the NAC does not show.
     """
 
     def __init__(
@@ -317,6 +353,7 @@ class PCTTaskEvaluation:
         max_figures: int = 2,
         headline_target: str = "<= 1% (bone-adjacent: >= 3x lower than baseline)",
         bundle: str = "pet_nac_to_pct",
+        class_hu: Mapping[str, float] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.keys = {"nac": "nac", "ct": "ct", "labels": "labels", "raw": "raw", **dict(keys or {})}
@@ -324,6 +361,7 @@ class PCTTaskEvaluation:
         self.max_figures = int(max_figures)
         self.target = headline_target
         self.bundle = bundle
+        self.class_hu = class_hu
         self.results: dict[str, dict[str, Any]] = {}
 
     def attach(self, engine) -> None:
@@ -367,6 +405,7 @@ class PCTTaskEvaluation:
             torch.from_numpy(lab.array.astype(np.int64)),
             names,
             raw,
+            class_hu=self.class_hu,
         )
         self.results[sid] = result
         if len(self.results) <= self.max_figures:

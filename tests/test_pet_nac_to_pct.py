@@ -153,6 +153,28 @@ def test_task_metric_is_zero_for_the_true_ct_and_not_for_the_baseline(tiny_subje
     assert torch.allclose(images["ac_ct"], ac, rtol=1e-3, atol=1e-3 * float(ac.max()))
 
 
+def test_class_mean_oracle_scores_a_perfect_tissue_map_without_subject_densities(tiny_subject):
+    from common.ac_evaluation import CLASS_ORACLE, class_mean_ct, evaluate_subject, phantom_class_hu
+
+    names = {int(i): str(n) for i, n in zip(tiny_subject["raw"]["label_ids"], tiny_subject["raw"]["label_names"])}
+    labels = torch.from_numpy(tiny_subject["labels"].array.astype(np.int64))
+    class_hu = phantom_class_hu()
+    oracle = class_mean_ct(labels, names, class_hu)
+    liver = labels == next(i for i, n in names.items() if n == "liver")
+    assert torch.all(oracle[liver] == 53.0)  # middle of the phantom's 48-58 HU liver range
+    ct = torch.from_numpy(tiny_subject["ct"].array)
+    result, _ = evaluate_subject(torch.from_numpy(tiny_subject["nac"].array), ct, ct.clone(), labels, names, tiny_subject["raw"], class_hu=class_hu)
+    errors = [abs(e) for group in result["suv_error_pct"][CLASS_ORACLE].values() for e in group.values()]
+    assert 0.0 < max(errors)  # the subject's own densities differ from the population's
+
+
+def test_class_mean_ct_refuses_a_label_without_a_ct_number():
+    from common.ac_evaluation import class_mean_ct
+
+    with pytest.raises(ValueError, match="no CT number for label 7"):
+        class_mean_ct(torch.tensor([0, 7]), {0: "background", 7: "unicorn"}, {"background": -1000.0})
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input
 # ----------------------------------------------------------------------------------------------
