@@ -459,7 +459,8 @@ register_task(
         build_pet_lowdose_denoising,
         image_keys=_lowdose_keys,
         params=LOWDOSE_PARAMS,
-        version="1",
+        # 2: the random draws were reordered after the first datasets were made (same physics)
+        version="2",
         description="FDG torso PET: thinned low-dose AC OSEM (SUV, DRF 4-100) -> full dose; noise-free reference",
     )
 )

@@ -1,0 +1,78 @@
+"""A change of what a dataset task simulates must come with a new task version (TaskSpec.version),
+so that a stored dataset is never taken for what the code makes now (DESIGN 9: the same seed and
+index give the same data). Each task's tiny subject is fingerprinted per version; when a
+fingerprint changes, bump the task's version and record the new fingerprint here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import common.denoise_split_counts  # noqa: F401  (registers its task)
+import common.simulate  # noqa: F401
+import common.spect_simulation  # noqa: F401
+from common.data import TASKS
+
+SMALL_PET = {"shape": [24, 24, 16], "spacing_mm": [16.0, 16.0, 16.0], "n_angles": 24, "n_subsets": 4}
+SMALL = {
+    "pet_nac_to_pct": SMALL_PET,
+    "pet_lowdose_denoising": {**SMALL_PET, "dose_reduction_factors": [4]},
+    "pet_lowdose_split_counts": {**SMALL_PET, "dose_reduction_factors": [4]},
+    "spect_projection_completion": {"shape": [32, 32, 28], "spacing_mm": [16.0, 16.0, 16.0], "n_views": 24, "n_iters": 2, "n_subsets": 4},
+}
+# (task, version) -> image key -> (sum, sum of squares) of the tiny subject of default_rng([0, 0])
+FINGERPRINTS: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
+    ("pet_lowdose_denoising", "2"): {
+        "drf4": (3884.601036996173, 9464.493339704039),
+        "full": (3883.988069925894, 9443.088748092978),
+        "labels": (16231.0, 160047.0),
+        "noise_free": (3883.535229629226, 9428.161919840873),
+    },
+    ("pet_lowdose_split_counts", "2"): {
+        "drf4_half1": (3886.518188459333, 9470.755184753623),
+        "drf4_half2": (3882.7055843496346, 9461.37365746224),
+        "labels": (16231.0, 160047.0),
+    },
+    ("pet_nac_to_pct", "2"): {
+        "ac": (3883.7154989055416, 9432.476557918704),
+        "ct": (-6098237.0, 6506357217.0),
+        "labels": (16231.0, 160047.0),
+        "nac": (978.8549554888159, 218.4939237628783),
+    },
+    ("spect_projection_completion", "1"): {
+        "activity": (63189848.51263428, 9211795648498.115),
+        "ct": (-23074103.0, 24024630761.0),
+        "labels": (26520.0, 231734.0),
+        "osem_full": (60800890.843368806, 6583884980838.182),
+        "osem_sparse": (62248962.358259544, 7065667869145.515),
+    },
+}
+
+
+def fingerprint(task: str) -> dict[str, tuple[float, float]]:
+    spec = TASKS[task]
+    subject = spec.builder(np.random.default_rng([0, 0]), {**spec.params, **SMALL[task]})
+    out = {}
+    for key, (array, _) in sorted(subject.images.items()):
+        a = np.asarray(array, dtype=np.float64)
+        out[key] = (float(a.sum()), float((a * a).sum()))
+    return out
+
+
+@pytest.mark.parametrize("task", sorted(SMALL))
+def test_task_output_matches_the_fingerprint_of_its_version(task):
+    spec = TASKS[task]
+    recorded = FINGERPRINTS.get((task, spec.version))
+    now = fingerprint(task)
+    assert recorded is not None, f"no fingerprint recorded for {task} version {spec.version}: add {now!r}"
+    assert recorded.keys() == now.keys()
+    for key, (s, s2) in recorded.items():
+        # float results agree to 1e-6 relative across machines (DESIGN 9); other noise draws or
+        # physics move these sums by far more
+        assert np.allclose(now[key], (s, s2), rtol=1e-5), (
+            f"{task} version {spec.version}: {key} changed ({now[key]} vs {(s, s2)}); bump the task's version and record the new fingerprint"
+        )
+
+
+def test_every_registered_task_is_fingerprinted():
+    assert sorted(TASKS) == sorted(SMALL)
