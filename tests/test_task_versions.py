@@ -74,5 +74,7 @@ def test_task_output_matches_the_fingerprint_of_its_version(task):
         )
 
 
-def test_every_registered_task_is_fingerprinted():
-    assert sorted(TASKS) == sorted(SMALL)
+def test_every_task_of_common_is_fingerprinted():
+    # other test modules register toy tasks of their own in the same process
+    project = sorted(name for name, spec in TASKS.items() if spec.builder.__module__.startswith("common."))
+    assert project == sorted(SMALL)
