@@ -62,7 +62,7 @@ register_task(
             "labels",
         ),
         params=simulate.LOWDOSE_PARAMS,
-        version="2",  # as pet_lowdose_denoising 2: reordered random draws, same physics
+        version="2",  # as pet_lowdose_denoising 2
         description="split-count halves (noise2noise pairs) of the pet_lowdose_denoising low-dose studies, SUV",
     )
 )

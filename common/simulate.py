@@ -74,7 +74,6 @@ __all__ = [
     "build_pet_nac_to_pct",
     "build_pet_lowdose_denoising",
     "PET_PARAMS",
-    "NAC_TO_PCT_PARAMS",
     "LOWDOSE_PARAMS",
     "drf_name",
     "sample_param",
@@ -101,14 +100,12 @@ PET_PARAMS: dict[str, Any] = {
     "n_iters": 3,  # 3 x 16 subsets: liver noise CoV about 10 % at the default count level
     "n_subsets": 16,
     "nac_scatter_correction": False,
+    # attenuation through the CT-AC air rule, so that true-CT AC reproduces the simulated
+    # attenuation and a pseudo-CT with clean air can (dataset versions 2)
+    "ct_air_below_hu": CT_AIR_BELOW_HU,
 }
 #: ``pet_lowdose_denoising``: dose reduction factors 4-100 (UDPET, REFERENCE.md 5(a)); they name
 #: the image keys ``drf4`` ... ``drf100``.
-# Attenuation from the CT through the CTAC air rule (common.mumap.CT_AIR_BELOW_HU), so that true-CT AC
-# reproduces the simulated attenuation and a pseudo-CT with clean air can (dataset version 2).
-NAC_TO_PCT_PARAMS: dict[str, Any] = {**PET_PARAMS, "ct_air_below_hu": CT_AIR_BELOW_HU}
-# Without the air rule: every image of a denoising subject shares one attenuation map, so the rule
-# cannot change that task; leaving it out keeps dataset version 1 reproducible byte for byte.
 LOWDOSE_PARAMS: dict[str, Any] = {**PET_PARAMS, "dose_reduction_factors": [4, 10, 20, 50, 100]}
 
 
@@ -339,8 +336,8 @@ def simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) ->
     # CT stored as int16 HU (as scanners do); the simulation uses exactly the stored numbers, so
     # true-CT AC from the file reproduces the simulated attenuation.
     ct_hu = np.clip(np.round(phantom.ct_hu), -1024, 3071).astype(np.int16)
-    # the CTAC conversion the evaluation uses too; tasks without the key keep every CT number
-    mu = ct_to_mu(torch.from_numpy(ct_hu), PET_ENERGY_KEV, air_below_hu=params.get("ct_air_below_hu"))
+    # the CT-AC conversion the evaluation uses too
+    mu = ct_to_mu(torch.from_numpy(ct_hu), PET_ENERGY_KEV, air_below_hu=params["ct_air_below_hu"])
     nac_p, ac_p = pet_system(phantom.labels.shape, phantom.spacing_mm, params["n_angles"], mu)
     sf, rf = sample_param(rng, params["scatter_fraction"]), sample_param(rng, params["randoms_fraction"])
     data = simulate_pet(
@@ -392,7 +389,7 @@ def build_pet_nac_to_pct(rng: np.random.Generator, params: Mapping[str, Any]) ->
         "count_scale": np.float64(d.count_scale),
         "decay_factor": np.float64(s.decay),
         "suv_factor": np.float64(s.suv_factor),
-        "ct_air_below_hu": np.float64(params.get("ct_air_below_hu", np.nan)),
+        "ct_air_below_hu": np.float64(np.nan if params["ct_air_below_hu"] is None else params["ct_air_below_hu"]),
         "n_iters": np.int64(it),
         "n_subsets": np.int64(sub),
         "n_angles": np.int64(s.ac_projector.n_views),
@@ -448,7 +445,7 @@ register_task(
         build_pet_nac_to_pct,
         image_keys=("nac", "ct", "labels", "ac"),
         array_keys=("raw",),
-        params=NAC_TO_PCT_PARAMS,
+        params=PET_PARAMS,
         version="2",
         description="FDG torso PET: NAC OSEM (SUV) -> CT (HU); true-CT AC OSEM and raw sinograms for the AC task metric",
     )
@@ -459,7 +456,7 @@ register_task(
         build_pet_lowdose_denoising,
         image_keys=_lowdose_keys,
         params=LOWDOSE_PARAMS,
-        # 2: the random draws were reordered after the first datasets were made (same physics)
+        # 2: CT-AC air rule; the random draws had also been reordered since the first datasets
         version="2",
         description="FDG torso PET: thinned low-dose AC OSEM (SUV, DRF 4-100) -> full dose; noise-free reference",
     )
