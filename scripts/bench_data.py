@@ -30,7 +30,7 @@ def _size_bytes(folder: Path) -> int:
 
 
 def _one(task: str, quick: bool) -> dict:
-    from common.data import SUBJECTS_DIR, generate_dataset
+    from common.simulation.datasets import SUBJECTS_DIR, generate_dataset
 
     with tempfile.TemporaryDirectory(prefix=f"bench-{task}-") as tmp:
         load = os.getloadavg()[0]
@@ -52,7 +52,7 @@ def run(quick: bool = False, tasks: tuple[str, ...] = TASKS) -> dict:
     """Time one subject of each task; return ``{task: {...}, "budget_subjects_per_min": 6.67}``."""
     import monai.networks.layers.simplelayers  # noqa: F401  (imported lazily by the builders)
 
-    from common.data import get_task
+    from common.simulation.datasets import get_task
 
     for task in tasks:  # imports (torch, monai, xraydb, ICRP-107 tables) are not part of a subject's time
         get_task(task)

@@ -42,10 +42,11 @@ def _phantom_like_volume(seed: int = 0) -> np.ndarray:
 
 
 def run(quick: bool = False) -> dict:
-    from monai.bundle import ConfigParser, run as bundle_run
+    from monai.bundle import ConfigParser
+    from monai.bundle import run as bundle_run
+    from pet_lowdose_denoising.baseline import gaussian_filter_fwhm
 
     from common.data import centred_affine, write_nifti
-    from common.denoise_baseline import gaussian_filter_fwhm
 
     repeats = 1 if quick else 3
     old_threads = torch.get_num_threads()

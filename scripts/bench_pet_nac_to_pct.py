@@ -3,7 +3,7 @@
 Times the shipped network with its sliding-window inferer on 2 threads (the target: under 5 s on
 2 CPU cores), and the whole stock ``inference`` workflow (NIfTI in, checks, resampling, network,
 ``Invertd``, NIfTI out) on a simulated NAC PET of that size. The baseline measured in the same
-run is the 3-class segmentation mu-map of :mod:`common.mumap`, the method used without a CT.
+run is the 3-class segmentation mu-map of :mod:`pet_nac_to_pct.baseline`, the method used without a CT.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _best_of(fn, repeats: int) -> float:
 
 def _nac_volume(seed: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """A simulated NAC PET of the default size (the dataset builder of the bundle's task)."""
-    from common.data import get_task
+    from common.simulation.datasets import get_task
 
     spec = get_task("pet_nac_to_pct")
     data = spec.builder(np.random.default_rng([seed, 0]), dict(spec.params))
@@ -44,9 +44,9 @@ def _nac_volume(seed: int = 2000) -> tuple[np.ndarray, np.ndarray]:
 def run(quick: bool = False) -> dict:
     """Time the network (sliding window) and the stock inference workflow; print a table."""
     from monai.bundle import ConfigParser, ConfigWorkflow
+    from pet_nac_to_pct.baseline import segment_nac
 
     from common.data import write_nifti
-    from common.mumap import segment_nac
 
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)

@@ -1,6 +1,6 @@
 """Benchmark suite "physics": SPECT/PET projector speed and agreement with PyTomography.
 
-``run(quick=False)`` times, with 2 torch threads, the SPECT projector of ``common.projectors``
+``run(quick=False)`` times, with 2 torch threads, the SPECT projector of ``common.physics.projectors``
 (attenuation + distance-dependent collimator blur) against PyTomography 3.4's SPECTSystemMatrix
 on the same problem, with the same sigma(d), attenuation convention (half-voxel) and angles, and
 reports the NRMSE ``||ours - pytomography|| / ||pytomography||`` of forward and adjoint outputs.
@@ -19,8 +19,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from common.projectors import FWHM_TO_SIGMA, CollimatorPSF, PETProjector, SPECTProjector
-from common.recon import osem
+from common.physics.projectors import (
+    FWHM_TO_SIGMA,
+    CollimatorPSF,
+    PETProjector,
+    SPECTProjector,
+)
+from common.physics.recon import osem
 
 MU_WATER_140 = 0.1537  # 1/cm, water at 140.5 keV (REFERENCE.md section 1, xraydb 4.5.8)
 MU_WATER_511 = 0.0960  # 1/cm, water at 511 keV (REFERENCE.md section 1)
@@ -56,7 +61,10 @@ def _phantom(n: int, nz: int, h: float, mu_water: float) -> tuple[torch.Tensor, 
 def _pytomography_spect(mu: torch.Tensor, psf: CollimatorPSF, proj: SPECTProjector):
     from pytomography.metadata.SPECT import SPECTObjectMeta, SPECTProjMeta, SPECTPSFMeta
     from pytomography.projectors.SPECT import SPECTSystemMatrix
-    from pytomography.transforms.SPECT import SPECTAttenuationTransform, SPECTPSFTransform
+    from pytomography.transforms.SPECT import (
+        SPECTAttenuationTransform,
+        SPECTPSFTransform,
+    )
 
     h_cm = proj.spacing_mm[0] / 10
     object_meta = SPECTObjectMeta(dr=[s / 10 for s in proj.spacing_mm], shape=list(proj.shape))

@@ -13,7 +13,6 @@ complete; an existing ``DIR/<name>`` is kept unless ``--replace`` is given.
 
 from __future__ import annotations
 
-import shutil
 import stat
 import sys
 import tempfile

@@ -62,7 +62,7 @@ def _data_seed(bundle: Path) -> int:
 
 def evaluate_bundle(name: str, out: Path, n_test: int) -> dict:
     """Held-out phantoms + stock ``evaluating``; returns the bundle's summary.json."""
-    from common.data import generate_dataset
+    from common.simulation.datasets import generate_dataset
 
     bundle = ROOT / "bundles" / name
     data_dir = out / name / "data"

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.data import generate_dataset, get_task, merge_shards
+from common.simulation.datasets import generate_dataset, get_task, merge_shards
 
 
 def _as_path(name: str, value: Any) -> Path:

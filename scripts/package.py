@@ -27,7 +27,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from scripts.verify import BUNDLES_DIR, REPO_ROOT, load_json, read_metadata, show, shipped_files, verify_bundle
+from scripts.verify import (
+    BUNDLES_DIR,
+    REPO_ROOT,
+    load_json,
+    read_metadata,
+    shipped_files,
+    show,
+    verify_bundle,
+)
 
 DIST_DIR = REPO_ROOT / "dist"
 ZOO_FILE = REPO_ROOT / "model_zoo.json"

@@ -19,15 +19,13 @@ import numpy as np
 from common.data import (
     DATALIST_KEYS,
     DATALIST_NAME,
-    MARKER_NAME,
-    SUBJECTS_DIR,
-    entry_from_marker,
     is_path_value,
     read_datalist,
     read_json,
     read_nifti,
     read_npz,
 )
+from common.simulation.datasets import MARKER_NAME, SUBJECTS_DIR, entry_from_marker
 
 
 def _entries(dataset_dir: Path) -> list[dict[str, Any]]:

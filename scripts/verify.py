@@ -37,7 +37,9 @@ from typing import Any
 import jsonschema
 import torch
 from monai.bundle import ConfigParser, verify_net_in_out
-from monai.bundle.scripts import _get_fake_spatial_shape  # MONAI's own "16*n"-style shape rule
+from monai.bundle.scripts import (
+    _get_fake_spatial_shape,  # MONAI's own "16*n"-style shape rule
+)
 from monai.networks.utils import convert_to_torchscript
 from monai.utils import get_equivalent_dtype
 

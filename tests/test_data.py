@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from common import data as D
+from common.simulation import datasets as DS
 
 SHAPE = (6, 5, 4)
 FAIL_AT: set[int] = set()  # indices whose build raises (monkeypatched per test)
 
 
-def _toy_builder(rng: np.random.Generator, params) -> D.SubjectData:
+def _toy_builder(rng: np.random.Generator, params) -> DS.SubjectData:
     """Noise volumes from the subject's generator; raises mid-subject for FAIL_AT indices."""
     shape = tuple(params["shape"])
     image = rng.random(shape, dtype=np.float32) * params["scale"]
@@ -27,17 +28,17 @@ def _toy_builder(rng: np.random.Generator, params) -> D.SubjectData:
     if FAIL_AT and index in FAIL_AT:
         raise RuntimeError("simulated crash mid-subject")
     affine = D.centred_affine(shape, (4.0, 4.0, 4.0))
-    return D.SubjectData(
+    return DS.SubjectData(
         images={"image": (image, affine), "labels": (labels, affine)},
         arrays={"raw": {"counts": counts}},
         attributes={"weight_kg": float(60 + 40 * rng.random()), "draw": index},
     )
 
 
-TOY = D.register_task(
-    D.TaskSpec("toy_noise", _toy_builder, ("image", "labels"), ("raw",), {"shape": list(SHAPE), "scale": 2.0})
+TOY = DS.register_task(
+    DS.TaskSpec("toy_noise", _toy_builder, ("image", "labels"), ("raw",), {"shape": list(SHAPE), "scale": 2.0})
 )
-OTHER = D.register_task(D.TaskSpec("toy_other", _toy_builder, ("image", "labels"), ("raw",), {"shape": list(SHAPE), "scale": 2.0}))
+OTHER = DS.register_task(DS.TaskSpec("toy_other", _toy_builder, ("image", "labels"), ("raw",), {"shape": list(SHAPE), "scale": 2.0}))
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
@@ -152,13 +153,13 @@ def test_datalist_without_split_keys_is_refused(tmp_path):
 def test_invalid_generate_arguments_raise_clear_errors(tmp_path, kwargs, message):
     args = {"n": 3, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=message):
-        D.generate_dataset("toy_noise", tmp_path / "ds", progress=False, **args)
+        DS.generate_dataset("toy_noise", tmp_path / "ds", progress=False, **args)
     assert not (tmp_path / "ds").exists()
 
 
 def test_unknown_task_error_lists_known_tasks(tmp_path):
     with pytest.raises(ValueError, match=r"unknown task 'nope'.*toy_noise"):
-        D.generate_dataset("nope", tmp_path / "ds", 3)
+        DS.generate_dataset("nope", tmp_path / "ds", 3)
 
 
 def test_fire_style_integers_are_converted():
@@ -169,19 +170,19 @@ def test_fire_style_integers_are_converted():
 # ---------------------------------------------------------------------------- split
 @pytest.mark.parametrize("n, sizes", [(1, (1, 0, 0)), (2, (1, 1, 0)), (3, (1, 1, 1)), (20, (14, 3, 3)), (100, (70, 15, 15))])
 def test_split_is_70_15_15_with_at_least_one_each_from_three(n, sizes):
-    assert D.split_sizes(n) == sizes
+    assert DS.split_sizes(n) == sizes
 
 
 def test_test_subjects_use_seeds_from_data_seed_plus_1000():
     # DESIGN 4: every held-out set uses seeds of data_seed + 1000 and above
-    plan = D.subject_plan(20, seed=5)
+    plan = DS.subject_plan(20, seed=5)
     assert {r.seed for r in plan if r.split == "test"} == {1005}
     assert {r.seed for r in plan if r.split != "test"} == {5}
 
 
 # ---------------------------------------------------------------------------- generation
 def test_datalist_paths_are_relative_and_exist_with_subject_attributes(tmp_path):
-    path = D.generate_dataset("toy_noise", tmp_path / "ds", 4, seed=1, progress=False)
+    path = DS.generate_dataset("toy_noise", tmp_path / "ds", 4, seed=1, progress=False)
     raw = json.loads(path.read_text())
     assert [len(raw[k]) for k in D.DATALIST_KEYS] == [2, 1, 1]
     for entry in raw["training"] + raw["validation"] + raw["test"]:
@@ -192,88 +193,88 @@ def test_datalist_paths_are_relative_and_exist_with_subject_attributes(tmp_path)
 
 
 def test_same_seed_gives_identical_bytes_for_any_worker_count(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "a", 4, seed=3, workers=1, progress=False)
-    D.generate_dataset("toy_noise", tmp_path / "b", 4, seed=3, workers=2, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "a", 4, seed=3, workers=1, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "b", 4, seed=3, workers=2, progress=False)
     assert _tree_hashes(tmp_path / "a") == _tree_hashes(tmp_path / "b")
 
 
 def test_another_seed_gives_different_subjects(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "a", 3, seed=3, progress=False)
-    D.generate_dataset("toy_noise", tmp_path / "b", 3, seed=4, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "a", 3, seed=3, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "b", 3, seed=4, progress=False)
     a, b = (D.read_nifti(tmp_path / d / "subjects" / f"s{s}_0000" / "image.nii.gz").array for d, s in (("a", 3), ("b", 4)))
     assert not np.array_equal(a, b)
 
 
 def test_resume_after_crash_keeps_finished_subjects_and_leaves_no_partial_file(tmp_path, monkeypatch):
     out = tmp_path / "ds"
-    D.generate_dataset("toy_noise", tmp_path / "ref", 4, seed=2, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "ref", 4, seed=2, progress=False)
     third_draw = D.read_datalist(tmp_path / "ref" / "datalist.json")["validation"][0]["draw"]  # plan position 2
     monkeypatch.setattr(__import__(__name__), "FAIL_AT", {third_draw})
     with pytest.raises(RuntimeError, match="subject s2_0002 failed.*simulated crash"):
-        D.generate_dataset("toy_noise", out, 4, seed=2, progress=False)
+        DS.generate_dataset("toy_noise", out, 4, seed=2, progress=False)
     finished = sorted(p.name for p in (out / "subjects").iterdir())
     assert finished == ["s2_0000", "s2_0001"]  # nothing of the crashed subject, no temp folder
     assert not (out / "datalist.json").exists()
     stamps = {p: p.stat().st_mtime_ns for p in (out / "subjects").rglob("*") if p.is_file()}
 
     monkeypatch.setattr(__import__(__name__), "FAIL_AT", set())
-    D.generate_dataset("toy_noise", out, 4, seed=2, progress=False)
+    DS.generate_dataset("toy_noise", out, 4, seed=2, progress=False)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # kept, not rebuilt
     assert _tree_hashes(out) == _tree_hashes(tmp_path / "ref")
 
 
 def test_leftover_temporary_folder_of_a_killed_run_is_removed_on_resume(tmp_path):
     out = tmp_path / "ds"
-    D.generate_dataset("toy_noise", out, 1, seed=0, progress=False)
+    DS.generate_dataset("toy_noise", out, 1, seed=0, progress=False)
     leftover = out / "subjects" / ".tmp-s0_0000.abc123"
     leftover.mkdir()
     (leftover / "image.nii.gz").write_bytes(b"half")
-    D.generate_dataset("toy_noise", out, 1, seed=0, progress=False)
+    DS.generate_dataset("toy_noise", out, 1, seed=0, progress=False)
     assert not leftover.exists()
 
 
 def test_folder_holding_another_tasks_data_is_refused(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "ds", 1, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "ds", 1, progress=False)
     with pytest.raises(ValueError, match=r"holds a dataset of task 'toy_noise', not 'toy_other'"):
-        D.generate_dataset("toy_other", tmp_path / "ds", 1, progress=False)
+        DS.generate_dataset("toy_other", tmp_path / "ds", 1, progress=False)
 
 
 def test_folder_holding_the_same_task_with_other_params_is_refused(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "ds", 1, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "ds", 1, progress=False)
     with pytest.raises(ValueError, match=r"params"):
-        D.generate_dataset("toy_noise", tmp_path / "ds", 1, progress=False, params={"scale": 3.0})
+        DS.generate_dataset("toy_noise", tmp_path / "ds", 1, progress=False, params={"scale": 3.0})
 
 
 def test_non_empty_folder_without_manifest_is_refused(tmp_path):
     (tmp_path / "mine.txt").write_text("user file")
     with pytest.raises(ValueError, match="not empty and has no dataset.json"):
-        D.generate_dataset("toy_noise", tmp_path, 1, progress=False)
+        DS.generate_dataset("toy_noise", tmp_path, 1, progress=False)
 
 
 def test_larger_n_keeps_existing_test_subjects(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "ds", 4, seed=0, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "ds", 4, seed=0, progress=False)
     before = D.read_datalist(tmp_path / "ds")["test"]
-    D.generate_dataset("toy_noise", tmp_path / "ds", 10, seed=0, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "ds", 10, seed=0, progress=False)
     after = D.read_datalist(tmp_path / "ds")["test"]
     assert after[: len(before)] == before and len(after) == 2
 
 
 def test_shards_merged_give_the_datalist_of_a_single_run(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "one", 5, seed=7, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "one", 5, seed=7, progress=False)
     for shard in (0, 1):
-        D.generate_dataset("toy_noise", tmp_path / "sh", 5, seed=7, shard=shard, num_shards=2, progress=False)
-    D.merge_shards(tmp_path / "sh")
+        DS.generate_dataset("toy_noise", tmp_path / "sh", 5, seed=7, shard=shard, num_shards=2, progress=False)
+    DS.merge_shards(tmp_path / "sh")
     assert (tmp_path / "sh" / "datalist.json").read_bytes() == (tmp_path / "one" / "datalist.json").read_bytes()
 
 
 def test_merge_with_a_missing_shard_names_the_missing_subjects(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "sh", 5, seed=7, shard=0, num_shards=2, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "sh", 5, seed=7, shard=0, num_shards=2, progress=False)
     with pytest.raises(ValueError, match=r"2 of 5 subjects missing.*s7_0001 \(shard 1 of 2\)"):
-        D.merge_shards(tmp_path / "sh")
+        DS.merge_shards(tmp_path / "sh")
 
 
 def test_load_datalist_gives_absolute_paths_for_monai(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "ds", 3, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "ds", 3, progress=False)
     entry = D.load_datalist(tmp_path / "ds", "validation")[0]
     assert Path(entry["image"]).is_absolute() and Path(entry["image"]).is_file()
 
@@ -281,12 +282,12 @@ def test_load_datalist_gives_absolute_paths_for_monai(tmp_path):
 def test_ensure_dataset_uses_user_datalist_as_it_is(tmp_path):
     D.write_nifti(tmp_path / "x.nii.gz", np.zeros((2, 2, 2), np.float32))
     (tmp_path / "datalist.json").write_text(json.dumps({"training": [{"image": "x.nii.gz"}]}))
-    assert D.ensure_dataset("toy_noise", tmp_path, 3) == tmp_path / "datalist.json"
+    assert DS.ensure_dataset("toy_noise", tmp_path, 3) == tmp_path / "datalist.json"
     assert not (tmp_path / "dataset.json").exists()
 
 
 def test_test_only_dataset_holds_n_test_subjects_from_the_given_seed(tmp_path):
-    D.generate_dataset("toy_noise", tmp_path / "ho", 3, seed=2000, test_only=True, progress=False)
+    DS.generate_dataset("toy_noise", tmp_path / "ho", 3, seed=2000, test_only=True, progress=False)
     datalist = D.read_datalist(tmp_path / "ho")
     assert [len(datalist[k]) for k in D.DATALIST_KEYS] == [0, 0, 3]
     assert [e["subject_seed"] for e in datalist["test"]] == [[2000, 0], [2000, 1], [2000, 2]]
@@ -295,8 +296,8 @@ def test_test_only_dataset_holds_n_test_subjects_from_the_given_seed(tmp_path):
 def test_registered_keys_may_depend_on_the_params(tmp_path):
     def builder(rng, params):
         affine = np.eye(4)
-        return D.SubjectData(images={f"img{k}": (np.full((2, 2, 2), k, np.float32), affine) for k in params["ks"]})
+        return DS.SubjectData(images={f"img{k}": (np.full((2, 2, 2), k, np.float32), affine) for k in params["ks"]})
 
-    D.register_task(D.TaskSpec("toy_keys", builder, lambda p: tuple(f"img{k}" for k in p["ks"]), params={"ks": [1, 2]}))
-    D.generate_dataset("toy_keys", tmp_path / "ds", 1, progress=False, params={"ks": [3]})
+    DS.register_task(DS.TaskSpec("toy_keys", builder, lambda p: tuple(f"img{k}" for k in p["ks"]), params={"ks": [1, 2]}))
+    DS.generate_dataset("toy_keys", tmp_path / "ds", 1, progress=False, params={"ks": [3]})
     assert set(D.read_datalist(tmp_path / "ds")["training"][0]) >= {"img3"}

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from pet_nac_to_pct.losses import AttenuationLoss
 
-from common.losses import AttenuationLoss
-from common.mumap import ct_to_mu
+from common.physics import ct_to_mu
 
 
 def scaled(hu: torch.Tensor) -> torch.Tensor:

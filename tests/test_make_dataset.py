@@ -12,23 +12,24 @@ import numpy as np
 import pytest
 
 from common import data as D
+from common.simulation import datasets as DS
 from scripts.make_dataset import make_dataset
 from scripts.preview import preview
 
 
-def _cube_builder(rng: np.random.Generator, params) -> D.SubjectData:
+def _cube_builder(rng: np.random.Generator, params) -> DS.SubjectData:
     """A hot cube in a noisy cylinder, and a fake sinogram: enough for the scripts."""
     n = int(params["size"])
     vol = rng.random((n, n, n), dtype=np.float32)
     vol[n // 4 : n // 2, n // 4 : n // 2, n // 4 : n // 2] += 5.0
-    return D.SubjectData(
+    return DS.SubjectData(
         images={"pet": (vol, D.centred_affine(vol.shape, (4.0, 4.0, 2.0)))},
         arrays={"sino": {"prompts": rng.poisson(2.0, size=(6, 7, n)).astype(np.int32)}},
         attributes={"weight_kg": 70.0},
     )
 
 
-D.register_task(D.TaskSpec("toy_cubes", _cube_builder, ("pet",), ("sino",), {"size": 8}))
+DS.register_task(DS.TaskSpec("toy_cubes", _cube_builder, ("pet",), ("sino",), {"size": 8}))
 
 
 def test_fire_text_and_float_numbers_are_accepted(tmp_path):

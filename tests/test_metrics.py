@@ -1,4 +1,4 @@
-"""Metric conventions of common.metrics on constructed cases (REFERENCE.md 5(a) UDPET, 5(b) SynthRAD)."""
+"""Metric conventions of common.learning.metrics on constructed cases (REFERENCE.md 5(a) UDPET, 5(b) SynthRAD)."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.metrics import SSIMMetric
 
-from common.metrics import (
+from common.learning.metrics import (
     bone_adjacent_mask,
     contrast_recovery,
     lesion_metrics,

@@ -1,9 +1,9 @@
-"""Counting statistics of common.noise: Poisson sampling, binomial thinning, split counts."""
+"""Counting statistics of common.physics.noise: Poisson sampling, binomial thinning, split counts."""
 
 import pytest
 import torch
 
-from common.noise import poisson, split_counts, thin
+from common.physics.noise import poisson, split_counts, thin
 
 N = 200_000  # samples per statistical test: relative standard error of a variance ~0.3%
 

@@ -1,4 +1,4 @@
-"""Bundle ``pet_lowdose_denoising`` and its library pieces (common.networks, common.denoise_*)."""
+"""Bundle ``pet_lowdose_denoising`` and its library pieces (common.learning.networks, common.denoise_*)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,16 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from pet_lowdose_denoising.baseline import gaussian_filter_fwhm, tune_gaussian_fwhm
+from pet_lowdose_denoising.evaluation import check_targets, evaluate_case, summarize
+from pet_lowdose_denoising.transforms import (
+    DoseLevelChanneld,
+    FromSUVd,
+    ToSUVd,
+    dose_code,
+)
 
-from common.denoise_baseline import gaussian_filter_fwhm, tune_gaussian_fwhm
-from common.denoise_evaluation import check_targets, evaluate_case, summarize
-from common.denoise_transforms import DoseLevelChanneld, FromSUVd, ToSUVd, dose_code
-from common.networks import SliceMarginLoss, SliceStackUNet, VolumeUNet
+from common.learning.networks import SliceMarginLoss, SliceStackUNet, VolumeUNet
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pet_lowdose_denoising"
 SMALL_NET = dict(channels=(4, 8, 16), strides=(2, 2))
@@ -250,8 +255,11 @@ def test_inference_keeps_the_input_affine_and_shape(tmp_path):
 
 
 def test_split_count_halves_are_independent_halves_of_the_stored_low_dose_counts():
-    from common.denoise_split_counts import build_pet_lowdose_split_counts
-    from common.simulate import LOWDOSE_PARAMS, build_pet_lowdose_denoising
+    from pet_lowdose_denoising.dataset import (
+        LOWDOSE_PARAMS,
+        build_pet_lowdose_denoising,
+        build_pet_lowdose_split_counts,
+    )
 
     params = {**LOWDOSE_PARAMS, "shape": [32, 32, 16], "dose_reduction_factors": [4]}
     main = build_pet_lowdose_denoising(np.random.default_rng([0, 1]), params)

@@ -19,21 +19,20 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
-
-from common.data import generate_dataset, load_datalist, read_nifti, read_npz
-from common.mumap import (
+from pet_nac_to_pct.baseline import (
     AIR,
     BASELINE_HU,
-    HU_RANGE,
     LUNG,
-    NAC_RULE,
     SOFT_TISSUE,
-    CheckNAC,
     baseline_pseudo_ct,
     classes_to_hu,
-    ct_to_mu,
     segment_nac,
 )
+from pet_nac_to_pct.transforms import NAC_RULE, CheckNAC
+
+from common.data import load_datalist, read_nifti, read_npz
+from common.physics import HU_RANGE, ct_to_mu
+from common.simulation.datasets import generate_dataset
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pet_nac_to_pct"
 CONFIGS = BUNDLE / "configs"
@@ -136,7 +135,7 @@ def test_ct_air_rule_removes_the_attenuation_of_noise_in_air_and_keeps_lung():
 # task metric
 # ----------------------------------------------------------------------------------------------
 def test_task_metric_is_zero_for_the_true_ct_and_not_for_the_baseline(tiny_subject):
-    from common.ac_evaluation import evaluate_subject
+    from pet_nac_to_pct.evaluation import evaluate_subject
 
     names = {int(i): str(n) for i, n in zip(tiny_subject["raw"]["label_ids"], tiny_subject["raw"]["label_names"])}
     ct = torch.from_numpy(tiny_subject["ct"].array)
@@ -154,7 +153,12 @@ def test_task_metric_is_zero_for_the_true_ct_and_not_for_the_baseline(tiny_subje
 
 
 def test_class_mean_oracle_scores_a_perfect_tissue_map_without_subject_densities(tiny_subject):
-    from common.ac_evaluation import CLASS_ORACLE, class_mean_ct, evaluate_subject, phantom_class_hu
+    from pet_nac_to_pct.evaluation import (
+        CLASS_ORACLE,
+        class_mean_ct,
+        evaluate_subject,
+        phantom_class_hu,
+    )
 
     names = {int(i): str(n) for i, n in zip(tiny_subject["raw"]["label_ids"], tiny_subject["raw"]["label_names"])}
     labels = torch.from_numpy(tiny_subject["labels"].array.astype(np.int64))
@@ -169,7 +173,7 @@ def test_class_mean_oracle_scores_a_perfect_tissue_map_without_subject_densities
 
 
 def test_class_mean_ct_refuses_a_label_without_a_ct_number():
-    from common.ac_evaluation import class_mean_ct
+    from pet_nac_to_pct.evaluation import class_mean_ct
 
     with pytest.raises(ValueError, match="no CT number for label 7"):
         class_mean_ct(torch.tensor([0, 7]), {0: "background", 7: "unicorn"}, {"background": -1000.0})

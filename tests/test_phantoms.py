@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.phantoms import (
+from common.simulation.phantoms import (
     HEAD_LABELS,
     LABELS,
     LESION_ID_START,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from common.projectors import CollimatorPSF, PETProjector, SPECTProjector
+from common.physics.projectors import CollimatorPSF, PETProjector, SPECTProjector
 
 MU_WATER_140 = 0.15366  # 1/cm, water at 140.5 keV (REFERENCE.md section 1, xraydb 4.5.8)
 MU_WATER_511 = 0.09599  # 1/cm, water at 511 keV (REFERENCE.md section 1, xraydb 4.5.8)

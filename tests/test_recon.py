@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.projectors import CollimatorPSF, PETProjector, SPECTProjector
-from common.recon import mlem, osem, subset_views
+from common.physics.projectors import CollimatorPSF, PETProjector, SPECTProjector
+from common.physics.recon import mlem, osem, subset_views
 
 MU_WATER_140 = 0.15366  # 1/cm, water at 140.5 keV (REFERENCE.md section 1, xraydb 4.5.8)
 F64 = torch.float64

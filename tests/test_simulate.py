@@ -1,4 +1,4 @@
-"""Tests of common.simulate: the PET acquisition model, its reconstructions and the task
+"""Tests of common.simulation.pet: the PET acquisition model, its reconstructions and the task
 builders, on small volumes."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from common import simulate as S
-from common.data import generate_dataset, read_datalist, read_nifti, read_npz
-from common.noise import thin
-from common.mumap import ct_to_mu
-from common.physics import hu_to_mu
+from common.data import read_datalist, read_nifti, read_npz
+from common.physics import ct_to_mu, hu_to_mu
+from common.physics.noise import thin
+from common.simulation import pet as S
+from common.simulation.datasets import generate_dataset
 
 # Small geometry for the builders: 10 mm voxels cover the torso phantom (about 430 mm axially).
 SMALL = {"shape": [40, 40, 44], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48, "n_subsets": 8, "psf_fwhm_mm": 8.0}
@@ -89,7 +89,7 @@ def test_simulate_pet_refuses_a_scatter_fraction_of_one():
 
 
 def test_attenuated_projector_matches_petprojector_with_the_same_mu_map():
-    from common.projectors import PETProjector
+    from common.physics.projectors import PETProjector
 
     _, ct, _ = _cylinder(shape=(24, 24, 3))
     mu = hu_to_mu(ct, 511.0)
@@ -118,11 +118,11 @@ def pct_dataset(tmp_path_factory):
 def _liver(labels: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
-    return ndimage.binary_erosion(labels == 8, iterations=1)  # 8 = liver (common.phantoms.LABELS)
+    return ndimage.binary_erosion(labels == 8, iterations=1)  # 8 = liver (common.simulation.phantoms.LABELS)
 
 
 def test_noise_free_ac_recovers_the_phantom_liver_suv(lowdose_dataset):
-    from common.phantoms import make_torso_phantom
+    from common.simulation.phantoms import make_torso_phantom
 
     entry = read_datalist(lowdose_dataset)["training"][0]
     labels = read_nifti(lowdose_dataset / entry["labels"]).array

@@ -1,4 +1,4 @@
-"""Tests of common.spect_simulation: the SPECT count level, acquisition model, AC OSEM, sparse
+"""Tests of common.simulation.spect: the SPECT count level, acquisition model, AC OSEM, sparse
 views and the ``spect_projection_completion`` builder, on small volumes."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from common import spect_simulation as S
-from common.data import generate_dataset, read_datalist, read_nifti, read_npz
+from common.data import read_datalist, read_nifti, read_npz
 from common.physics import hu_to_mu
+from common.simulation import spect as S
+from common.simulation.datasets import generate_dataset
 
 SPACING = (8.0, 8.0, 8.0)
 SENS = 95.0  # cps/MBq, about an LEHR head at 140.5 keV
@@ -181,7 +182,7 @@ def test_stored_raw_data_reconstruct_to_the_stored_full_view_osem(tiny_dataset):
 
 
 def test_lu177_overrides_simulate_with_the_medium_energy_collimator_psf_at_208_kev():
-    from common.projectors import CollimatorPSF
+    from common.physics.projectors import CollimatorPSF
 
     data = S.build_spect_projection_completion(np.random.default_rng(1), {**S.SPECT_PARAMS, **TINY, **S.LU177_PARAMS})
     expected = CollimatorPSF.from_collimator("SY-ME", 208.4, 3.8)

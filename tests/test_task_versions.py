@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import common.denoise_split_counts  # noqa: F401  (registers its task)
-import common.simulate  # noqa: F401
-import common.spect_simulation  # noqa: F401
-from common.data import TASKS
+import common.simulation.spect  # noqa: F401  (registers the shared task)
+from common.simulation.datasets import TASKS, bundle_task_modules, import_bundle_tasks
+
+assert not import_bundle_tasks()  # registers the tasks of every bundle (bundles/<name>/<name>/dataset.py)
 
 SMALL_PET = {"shape": [24, 24, 16], "spacing_mm": [16.0, 16.0, 16.0], "n_angles": 24, "n_subsets": 4}
 SMALL = {
@@ -74,7 +74,10 @@ def test_task_output_matches_the_fingerprint_of_its_version(task):
         )
 
 
-def test_every_task_of_common_is_fingerprinted():
+def test_every_task_of_common_and_of_the_bundles_is_fingerprinted():
     # other test modules register toy tasks of their own in the same process
-    project = sorted(name for name, spec in TASKS.items() if spec.builder.__module__.startswith("common."))
+    bundle_modules = {module for _, module in bundle_task_modules()}
+    project = sorted(
+        name for name, spec in TASKS.items() if spec.builder.__module__.startswith("common.") or spec.builder.__module__ in bundle_modules
+    )
     assert project == sorted(SMALL)

@@ -6,7 +6,13 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from common.transforms import HU_RULE, CheckCT, CheckCTd, CheckEmission, CheckEmissiond
+from common.learning.transforms import (
+    HU_RULE,
+    CheckCT,
+    CheckCTd,
+    CheckEmission,
+    CheckEmissiond,
+)
 
 
 def _img(arr, name="subject_007/nac.nii.gz"):

@@ -1,7 +1,7 @@
 """SPECT and PET projectors (system matrices) with exact adjoints.
 
 Both projectors take images ``[B?, X, Y, Z]`` (Z axial) on any device and return data with
-the view axis third from the end, so one OSEM (``common.recon``) serves both:
+the view axis third from the end, so one OSEM (``common.physics.recon``) serves both:
 
 - :class:`SPECTProjector`: parallel-hole rotate-and-sum, ``forward(activity) -> [B?, views, u, v]``
   (u transaxial, v = Z), with attenuation (:class:`SPECTAttenuation`) and distance-dependent

@@ -23,6 +23,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from common.data import load_datalist
+from common.learning.workflow import study_items
 from common.physics import suv
 
 __all__ = [
@@ -227,3 +229,32 @@ def split_count_items(
             items.append({**base, "image": entry[a], "label": entry[b], "drf": 2.0 * drf})
             items.append({**base, "image": entry[b], "label": entry[a], "drf": 2.0 * drf})
     return items
+
+
+def dose_datalist(
+    dataset_dir: str,
+    split: str,
+    factors: Sequence[float],
+    low_dose_key: str = "drf{drf}",
+    target_key: str | None = "full",
+    extra_keys: Mapping[str, str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`dose_items` of the first ``limit`` subjects of ``split`` of ``dataset_dir/datalist.json``."""
+    return dose_items(load_datalist(dataset_dir, split)[:limit], factors, low_dose_key, target_key, extra_keys=extra_keys)
+
+
+def split_count_datalist(
+    dataset_dir: str, split: str, factors: Sequence[float], half_keys: tuple[str, str] = ("drf{drf}_half1", "drf{drf}_half2")
+) -> list[dict[str, Any]]:
+    """:func:`split_count_items` of ``split`` of ``dataset_dir/datalist.json``."""
+    return split_count_items(load_datalist(dataset_dir, split), factors, tuple(half_keys))
+
+
+def inference_datalist(input_image: str, facts: Mapping[str, Any], dataset_dir: str, low_dose_key: str = "drf{drf}") -> list[dict[str, Any]]:
+    """Items of an inference run: the one study ``input_image`` with its per-study ``facts``
+    (``drf``, ``units``, ``weight_kg``, ``injected_Bq``) when it is given, else the test subjects
+    of ``dataset_dir`` at the DRF ``facts["drf"]``."""
+    if input_image:
+        return study_items(input_image, facts)
+    return dose_datalist(dataset_dir, "test", [facts["drf"]], low_dose_key, None)

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from common.metrics import nrmse
-from common.projectors import gaussian_filter_mm
+from common.learning.metrics import nrmse
+from common.physics.projectors import gaussian_filter_mm
 
 __all__ = ["FWHM_PER_SIGMA", "DEFAULT_FWHM_GRID_MM", "gaussian_filter_fwhm", "tune_gaussian_fwhm", "fwhm_for"]
 
@@ -59,7 +59,7 @@ def tune_gaussian_fwhm(
 
     Args:
         pairs: ``(drf, low_dose [X, Y, Z], full_dose [X, Y, Z], body_mask or None, spacing_mm)``
-            for each validation subject and DRF (e.g. from :func:`common.denoise_evaluation.iter_dose_pairs`).
+            for each validation subject and DRF (e.g. from :func:`pet_lowdose_denoising.evaluation.iter_dose_pairs`).
         fwhm_grid_mm: candidate FWHMs in mm (>= 0).
         criterion: ``f(pred, ref, mask) -> float``, lower is better; default NRMSE (UDPET).
 

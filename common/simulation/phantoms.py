@@ -41,7 +41,7 @@ size depends on the grid are drawn from child generators, so one seed gives the 
 (organ sizes, positions, uptakes) at any shape and spacing, only textures and noise differ.
 Geometry is evaluated in float64 so label maps do not depend on SIMD rounding.
 
-Visual check: ``python -m common.phantoms OUT_DIR [n]`` writes montages of n subjects.
+Visual check: ``python -m common.simulation.phantoms OUT_DIR [n]`` writes montages of n subjects.
 """
 
 from __future__ import annotations
@@ -1335,7 +1335,7 @@ def _save_preview(ph: Phantom, path: str) -> None:  # pragma: no cover - visual 
     plt.close(fig)
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m common.phantoms OUT_DIR [n]
+if __name__ == "__main__":  # pragma: no cover - python -m common.simulation.phantoms OUT_DIR [n]
     import sys
     import time
     from pathlib import Path

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 
-from common.projectors import gaussian_filter_mm
+from common.physics.projectors import gaussian_filter_mm
 
 __all__ = ["Projector", "mlem", "osem", "subset_views"]
 

@@ -5,11 +5,11 @@ same scatter + randoms estimate, changing only the attenuation map (DESIGN secti
 
 - ``ct``: mu-map of the true CT (the reference, "true-CT AC"),
 - ``pct``: mu-map of the network's pseudo-CT,
-- ``baseline``: mu-map of the 3-class segmentation of the NAC PET (:mod:`common.mumap`).
+- ``baseline``: mu-map of the 3-class segmentation of the NAC PET (:mod:`pet_nac_to_pct.baseline`).
 
-All three go through :func:`common.mumap.ct_to_mu` with the air rule the simulation used. Regions: each organ (label ids 1..99 except
+All three go through :func:`common.physics.ct_to_mu` with the air rule the simulation used. Regions: each organ (label ids 1..99 except
 air), each lesion (ids >= 100), and bone-adjacent soft tissue (within 10 mm of cortical bone,
-:func:`common.metrics.bone_adjacent_mask`). Regional SUV error = |mean_X / mean_trueCT - 1|,
+:func:`common.learning.metrics.bone_adjacent_mask`). Regional SUV error = |mean_X / mean_trueCT - 1|,
 averaged over subjects and regions. Pseudo-CT accuracy: MAE in HU in the body, in bone and in lung.
 
 :class:`PCTTaskEvaluation` is an ignite handler for a MONAI ``SupervisedEvaluator`` (the bundle's
@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import metrics
-from common.mumap import baseline_pseudo_ct, ct_to_mu
+from common.learning import metrics
+from common.physics import ct_to_mu
+from pet_nac_to_pct.baseline import baseline_pseudo_ct
 
 __all__ = [
     "METHODS",
@@ -61,7 +62,7 @@ def _names(label_names: Mapping[Any, str]) -> dict[int, str]:
 
 
 def region_groups(labels: torch.Tensor, label_names: Mapping[Any, str]) -> dict[str, list[int]]:
-    """Label ids present in ``labels``, grouped by name (:data:`common.phantoms.LABELS` naming):
+    """Label ids present in ``labels``, grouped by name (:data:`common.simulation.phantoms.LABELS` naming):
     ``organ`` (ids 1..99 that are tissue, not air: background, airway, gas, sinus are left out),
     ``lesion`` (>= 100), ``bone`` (names with 'bone'), ``cortical_bone`` (bone ids whose name has
     'cortical', else all bone ids), ``lung``, ``soft_tissue`` (organ ids neither bone nor lung).
@@ -93,16 +94,16 @@ def reconstruct_ac(raw: Mapping[str, Any], mu_maps: Mapping[str, torch.Tensor]) 
     Every reconstruction uses the measured prompts, the stored expected scatter + randoms
     (``background``, the shared estimate of DESIGN 5.1), the count scale and the OSEM settings of
     the simulation (the ``raw.npz`` of a ``pet_nac_to_pct`` subject), through
-    :func:`common.simulate.reconstruct_pet_suv`; only the attenuation factors change.
+    :func:`common.simulation.pet.reconstruct_pet_suv`; only the attenuation factors change.
 
     Args:
-        raw: the subject's stored acquisition (keys in :mod:`common.simulate`).
+        raw: the subject's stored acquisition (keys in :mod:`common.simulation.pet`).
         mu_maps: name -> mu-map [X, Y, Z] in 1/cm at 511 keV, all of the stored image shape.
 
     Returns:
         name -> SUV image [X, Y, Z].
     """
-    from common.simulate import reconstruct_pet_suv
+    from common.simulation.pet import reconstruct_pet_suv
 
     for key in ("prompts", "background", "image_shape"):
         if key not in raw:
@@ -161,9 +162,9 @@ def hu_errors(
 
 
 def phantom_class_hu() -> dict[str, float]:
-    """Population-mean CT number (HU) of each tissue of :mod:`common.phantoms`: the middle of the
-    range each subject's value is drawn from (:data:`common.phantoms.HU_RANGES`)."""
-    from common.phantoms import HU_RANGES
+    """Population-mean CT number (HU) of each tissue of :mod:`common.simulation.phantoms`: the middle of the
+    range each subject's value is drawn from (:data:`common.simulation.phantoms.HU_RANGES`)."""
+    from common.simulation.phantoms import HU_RANGES
 
     return {name: (lo + hi) / 2.0 for name, (lo, hi) in HU_RANGES.items()}
 
@@ -201,7 +202,7 @@ def evaluate_subject(
         labels, label_names: label map [X, Y, Z] and its names (organs 1..99, lesions >= 100).
         raw: the subject's stored acquisition (:func:`reconstruct_ac`); ``spacing_mm`` and the CTAC
             air rule ``ct_air_below_hu`` (NaN or absent: none) from it.
-        baseline_kwargs: arguments of :func:`common.mumap.segment_nac`.
+        baseline_kwargs: arguments of :func:`pet_nac_to_pct.baseline.segment_nac`.
         kvp: CT tube voltage of the HU -> mu conversion.
         class_hu: tissue name -> population CT number; when given, also score the diagnostic
             :data:`CLASS_ORACLE` (:func:`class_mean_ct` of the true labels).

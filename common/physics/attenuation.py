@@ -1,38 +1,30 @@
-"""Photon attenuation, CT-number conversion, radionuclide data, decay and SUV.
+"""Photon attenuation: material mu(E) from xraydb, CT numbers (HU) -> mu at any energy, and the
+CT-based attenuation-correction map with its air rule (:func:`ct_to_mu`).
 
-Units: energy keV, mu 1/cm, density g/cm3, time s, activity Bq, concentration Bq/mL, length mm
-(``mm_to_cm`` converts once, at projector boundaries).
-
-Library boundaries: ``xraydb`` takes energy in eV and returns mu in 1/cm; ``icrp107-database``
-(ICRP Publication 107) gives energies in MeV and yields per decay (not normalised).
+Units: energy keV, mu 1/cm, density g/cm3. Library boundary: ``xraydb`` takes energy in eV and
+returns mu in 1/cm.
 """
-
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 import xraydb
-from icrp107_database import get_icrp107_spectrum
 
 __all__ = [
     "MATERIALS",
     "MATERIAL_DENSITY",
     "CARNEY_511KEV",
-    "Radionuclide",
+    "CARNEY_SOFT_SLOPE",
+    "HU_RANGE",
+    "CT_AIR_BELOW_HU",
     "material_mu",
     "cortical_bone_hu",
     "hu_to_mu",
-    "nuclide",
-    "decay_factor",
-    "decay_correct",
-    "suv",
-    "mm_to_cm",
+    "ct_to_mu",
 ]
 
 # Mass fractions. ICRU-44 tissues, dry air and water: NIST SRD 126 (X-ray mass attenuation
@@ -197,115 +189,35 @@ def hu_to_mu(hu: torch.Tensor, energy_keV: float, kvp: int = 120, extrapolate: b
     return mu.clamp_min(0.0)
 
 
-@dataclass(frozen=True)
-class Radionuclide:
-    """Decay data of one radionuclide (ICRP Publication 107).
-
-    Attributes:
-        name: ICRP-107 name, e.g. "Lu-177".
-        half_life_s: half-life in s.
-        photon_lines: ((energy_keV, yield_per_decay), ...) of gamma, X and annihilation photons above
-            the threshold given to :func:`nuclide`, sorted by energy.
-        photon_MeV_per_decay: total photon energy per decay (all lines, no threshold).
-        positron_yield: beta+ per decay.
-        beta_mean_MeV_per_decay: sum over beta- and beta+ branches of mean energy x yield.
-        electron_MeV_per_decay: beta + internal-conversion + Auger electron energy per decay.
-    """
-
-    name: str
-    half_life_s: float
-    photon_lines: tuple[tuple[float, float], ...]
-    photon_MeV_per_decay: float
-    positron_yield: float
-    beta_mean_MeV_per_decay: float
-    electron_MeV_per_decay: float
+# Range of CT numbers a pseudo-CT is clipped to before conversion (SynthRAD clips to [-1024, 3000]).
+HU_RANGE = (-1000.0, 3000.0)
+#: Named rule of CT-based attenuation correction: CT numbers below -950 HU are air (mu = 0).
+#: CT noise in air (10-20 HU here) is zero-mean, but mu cannot be negative, so a voxel-by-voxel
+#: conversion counts its positive half as attenuation: about +2 % SUV through a torso in this
+#: project's phantoms, an error that no denoised pseudo-CT can reproduce. Clinical CTAC removes air
+#: (and the bed) before conversion for the same reason. Lung stays above it (phantom lung >= -990 HU,
+#: 0.1st percentile -950, median -835; Kinahan et al. 2003 lung -900..-500 HU).
+CT_AIR_BELOW_HU = -950.0
 
 
-_TIME_UNIT_S = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "y": 365.25 * 86400.0}
-EXAMPLE_NUCLIDES = ("F-18", "Ga-68", "Tc-99m", "I-123", "I-131", "In-111", "Lu-177", "Y-90")
+def ct_to_mu(
+    hu: torch.Tensor, energy_keV: float = 511.0, kvp: int = 120, air_below_hu: float | None = CT_AIR_BELOW_HU
+) -> torch.Tensor:
+    """mu-map (1/cm) of a CT or pseudo-CT in HU, the CT-based attenuation correction of this project.
 
-
-def _normalise_name(name: str) -> str:
-    # 'lu177', 'Lu177', 'LU-177', 'tc99m' -> ICRP-107 file names 'Lu-177', 'Tc-99m'
-    m = re.fullmatch(r"\s*([A-Za-z]{1,2})[-_ ]?(\d{1,3})([mn]\d?)?\s*", str(name), flags=re.IGNORECASE)
-    if m is None:
-        raise ValueError(f"nuclide {name!r} is not a nuclide name such as {', '.join(EXAMPLE_NUCLIDES)}.")
-    return f"{m[1].capitalize()}-{m[2]}{(m[3] or '').lower()}"
-
-
-def _energy_per_decay(name: str, *kinds: str) -> float:
-    return float(sum(s["energies"] @ s["weights"] for s in (get_icrp107_spectrum(name, k) for k in kinds)))
-
-
-@lru_cache(maxsize=256)
-def nuclide(name: str, min_photon_keV: float = 15.0) -> Radionuclide:
-    """Decay data of a radionuclide from ``icrp107-database``.
+    HU are clipped to :data:`HU_RANGE`; voxels below ``air_below_hu`` are set to air (named rule
+    :data:`CT_AIR_BELOW_HU`; ``None`` keeps them); then :func:`hu_to_mu`.
 
     Args:
-        name: e.g. "Lu-177"; spelling variants "Lu177", "lu-177", "Tc99m" are accepted.
-        min_photon_keV: photon lines below this energy (keV) are left out of ``photon_lines``.
-
-    Raises:
-        ValueError: the name is not in ICRP-107.
+        hu: CT numbers [X, Y, Z] (any shape, any device).
+        energy_keV: photon energy (511 for PET).
+        kvp: CT tube voltage of the HU -> mu conversion.
+        air_below_hu: CT numbers below it are air; ``None``: no air rule.
     """
-    icrp = _normalise_name(name)
-    try:
-        gamma = get_icrp107_spectrum(icrp, "gamma")
-    except Exception as e:  # the package raises a bare Exception for unknown names
-        raise ValueError(
-            f"nuclide {name!r} (read as {icrp!r}) is not in ICRP-107; e.g. {', '.join(EXAMPLE_NUCLIDES)}."
-        ) from e
-    photons = [get_icrp107_spectrum(icrp, k) for k in ("gamma", "X", "annihilation")]
-    lines = sorted(
-        (round(1e3 * float(e), 4), float(w))
-        for s in photons
-        for e, w in zip(s["energies"], s["weights"])
-        if 1e3 * e >= min_photon_keV
-    )
-    beta = _energy_per_decay(icrp, "beta-", "beta+")
-    return Radionuclide(
-        name=icrp,
-        half_life_s=float(gamma["half_life"]) * _TIME_UNIT_S[gamma["time_unit"]],
-        photon_lines=tuple(lines),
-        photon_MeV_per_decay=_energy_per_decay(icrp, "gamma", "X", "annihilation"),
-        positron_yield=float(get_icrp107_spectrum(icrp, "beta+")["weights"].sum()),
-        beta_mean_MeV_per_decay=beta,
-        electron_MeV_per_decay=beta + _energy_per_decay(icrp, "IE", "auger"),
-    )
-
-
-def _check_positive(**values: float) -> None:
-    for key, v in values.items():
-        if not (np.ndim(v) == 0 and math.isfinite(float(v)) and float(v) > 0):
-            raise ValueError(f"{key}={v!r} must be a finite positive number.")
-
-
-def decay_factor(elapsed_s, half_life_s: float):
-    """Fraction of activity left after ``elapsed_s``: 2 ** (-elapsed_s / half_life_s).
-
-    ``elapsed_s`` may be a float, numpy array or tensor (negative = before the reference time).
-    """
-    _check_positive(half_life_s=half_life_s)
-    return 0.5 ** (elapsed_s / half_life_s)
-
-
-def decay_correct(activity, elapsed_s, half_life_s: float):
-    """Activity (or concentration) measured ``elapsed_s`` after a reference time, corrected back to it."""
-    return activity / decay_factor(elapsed_s, half_life_s)
-
-
-def suv(concentration_Bq_per_mL, weight_kg: float, injected_Bq: float):
-    """Standardised uptake value: C [Bq/mL] x W [g] / A [Bq], with 1 mL = 1 g.
-
-    ``concentration_Bq_per_mL`` may be a float, array or tensor, decay-corrected to the same time
-    as ``injected_Bq``.
-    """
-    _check_positive(weight_kg=weight_kg, injected_Bq=injected_Bq)
-    return concentration_Bq_per_mL * (weight_kg * 1000.0 / injected_Bq)
-
-
-def mm_to_cm(value):
-    """Millimetres to centimetres (a float, array, tensor or a tuple such as a spacing)."""
-    if isinstance(value, tuple):
-        return tuple(v / 10.0 for v in value)
-    return value / 10.0
+    hu = torch.as_tensor(hu)
+    if not hu.is_floating_point():
+        hu = hu.float()
+    hu = hu.clamp(*HU_RANGE)
+    if air_below_hu is not None:
+        hu = torch.where(hu < air_below_hu, torch.full_like(hu, HU_RANGE[0]), hu)
+    return hu_to_mu(hu, energy_keV, kvp)

@@ -1,7 +1,7 @@
 """Acquisitions from phantoms: the subject builders behind ``make_dataset`` (registered in
 :data:`common.data.TASKS` on import) and the PET simulation/reconstruction steps they share.
 
-PET model (2D sinograms per axial slice, :class:`common.projectors.PETProjector`)::
+PET model (2D sinograms per axial slice, :class:`common.physics.projectors.PETProjector`)::
 
     trues    = s * a * P(blur(C_scan))          a = exp(-line integral of ct_to_mu(CT, 511 keV))
     scatter  = smooth(trues), scaled to the subject's scatter fraction SF = S / (T + S), 30-40 %
@@ -16,7 +16,7 @@ count scale ``s`` (expected counts per Bq/mL per voxel-sum unit) is set per subj
 expected trues so that 4 mm of axial extent holds ``trues_per_4mm_slice`` true counts (DESIGN
 5.1: 2e6) and is stored as ``count_scale``.
 
-Reconstruction: OSEM (:func:`common.recon.osem`, 3 iterations x 16 subsets, no post-filter) of
+Reconstruction: OSEM (:func:`common.physics.recon.osem`, 3 iterations x 16 subsets, no post-filter) of
 the prompts with the additive background, divided by ``s``: Bq/mL at scan time; divided by the
 decay factor and multiplied by weight / injected activity: SUV (DESIGN 3). AC uses the true
 CT's mu-map and background = expected scatter + randoms (the shared estimate of DESIGN 5.1).
@@ -55,11 +55,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.data import SubjectData, TaskSpec, register_task
-from common.noise import poisson, thin
-from common.mumap import CT_AIR_BELOW_HU, ct_to_mu
-from common.physics import decay_factor, nuclide, suv
-from common.projectors import FWHM_TO_SIGMA, PETProjector, gaussian_filter_mm
+from common.physics import CT_AIR_BELOW_HU, ct_to_mu, decay_factor, nuclide, suv
+from common.physics.noise import poisson, thin
+from common.physics.projectors import FWHM_TO_SIGMA, PETProjector, gaussian_filter_mm
 
 __all__ = [
     "PET_ENERGY_KEV",
@@ -71,10 +69,7 @@ __all__ = [
     "simulate_pet_subject",
     "reconstruct_pet",
     "reconstruct_pet_suv",
-    "build_pet_nac_to_pct",
-    "build_pet_lowdose_denoising",
     "PET_PARAMS",
-    "LOWDOSE_PARAMS",
     "drf_name",
     "sample_param",
     "smooth_sinogram",
@@ -104,9 +99,6 @@ PET_PARAMS: dict[str, Any] = {
     # attenuation and a pseudo-CT with clean air can (dataset versions 2)
     "ct_air_below_hu": CT_AIR_BELOW_HU,
 }
-#: ``pet_lowdose_denoising``: dose reduction factors 4-100 (UDPET, REFERENCE.md 5(a)); they name
-#: the image keys ``drf4`` ... ``drf100``.
-LOWDOSE_PARAMS: dict[str, Any] = {**PET_PARAMS, "dose_reduction_factors": [4, 10, 20, 50, 100]}
 
 
 # ------------------------------------------------------------------------------------ projector
@@ -270,9 +262,9 @@ def reconstruct_pet(
         background: expected additive counts of the full-dose study (scatter + randoms for AC).
         count_scale: expected counts per Bq/mL per voxel-sum unit (:attr:`PETData.count_scale`).
         dose_fraction: fraction of the counts kept by thinning; the model is
-            ``dose_fraction * (projector(x) + background)`` (:func:`common.recon.osem`).
+            ``dose_fraction * (projector(x) + background)`` (:func:`common.physics.recon.osem`).
     """
-    from common.recon import osem
+    from common.physics.recon import osem
 
     image = osem(projector, prompts, n_iters, n_subsets, background=background, sensitivity_scale=float(dose_fraction))
     return image / float(count_scale)
@@ -324,7 +316,7 @@ class PETSubject:
 
 
 def simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) -> PETSubject:
-    from common.phantoms import make_torso_phantom
+    from common.simulation.phantoms import make_torso_phantom
 
     phantom_seed = [int(v) for v in rng.integers(0, 2**32, size=4)]
     phantom = make_torso_phantom(
@@ -371,93 +363,6 @@ def suv_image(s: PETSubject, bq_per_mL_at_scan: torch.Tensor) -> np.ndarray:
     return (bq_per_mL_at_scan / s.decay * s.suv_factor).numpy().astype(np.float32)
 
 
-def build_pet_nac_to_pct(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
-    """One ``pet_nac_to_pct`` subject (files and model: module docstring)."""
-    s = simulate_pet_subject(rng, params)
-    d, it, sub = s.data, int(params["n_iters"]), int(params["n_subsets"])
-    # Backgrounds are stored as float16 (half the disk); reconstruct with the stored values.
-    background = d.background.half()
-    nac_background = background if params["nac_scatter_correction"] else d.randoms.half()
-    nac = reconstruct_pet(s.nac_projector, d.prompts, nac_background.float(), d.count_scale, it, sub)
-    ac = reconstruct_pet(s.ac_projector, d.prompts, background.float(), d.count_scale, it, sub)
-    ph, affine = s.phantom, s.phantom.affine
-    ids = sorted(ph.label_names)
-    raw = {
-        "prompts": d.prompts.numpy().astype(np.int32),
-        "background": background.numpy(),
-        "nac_background": nac_background.numpy(),
-        "count_scale": np.float64(d.count_scale),
-        "decay_factor": np.float64(s.decay),
-        "suv_factor": np.float64(s.suv_factor),
-        "ct_air_below_hu": np.float64(np.nan if params["ct_air_below_hu"] is None else params["ct_air_below_hu"]),
-        "n_iters": np.int64(it),
-        "n_subsets": np.int64(sub),
-        "n_angles": np.int64(s.ac_projector.n_views),
-        "n_bins": np.int64(s.ac_projector.n_bins),
-        "spacing_mm": np.asarray(ph.spacing_mm, dtype=np.float64),
-        "image_shape": np.asarray(ph.labels.shape, dtype=np.int64),
-        "label_ids": np.asarray(ids, dtype=np.int64),
-        "label_names": np.asarray([ph.label_names[i] for i in ids]),
-    }
-    return SubjectData(
-        images={
-            "nac": (suv_image(s, nac), affine),
-            "ct": (s.ct_hu, affine),
-            "labels": (ph.labels.astype(np.int16), affine),
-            "ac": (suv_image(s, ac), affine),
-        },
-        arrays={"raw": raw},
-        attributes=s.attributes,
-    )
-
-
-def build_pet_lowdose_denoising(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
-    """One ``pet_lowdose_denoising`` subject: AC OSEM (true CT) in SUV of the full-dose prompts,
-    of each binomially thinned study (dose reduction factors), and of the expected data."""
-    s = simulate_pet_subject(rng, params)
-    d, it, sub = s.data, int(params["n_iters"]), int(params["n_subsets"])
-    affine = s.phantom.affine
-
-    def recon(prompts: torch.Tensor, fraction: float = 1.0) -> np.ndarray:
-        return suv_image(s, reconstruct_pet(s.ac_projector, prompts, d.background, d.count_scale, it, sub, fraction))
-
-    images = {"full": (recon(d.prompts), affine)}
-    gen = torch_generator(rng)
-    for drf in params["dose_reduction_factors"]:
-        fraction = 1.0 / float(drf)  # binomial thinning of the same counts (DESIGN 3)
-        images[f"drf{drf_name(drf)}"] = (recon(thin(d.prompts, fraction, generator=gen), fraction), affine)
-    images["noise_free"] = (recon(d.expected), affine)
-    images["labels"] = (s.phantom.labels.astype(np.int16), affine)
-    return SubjectData(images=images, attributes=s.attributes)
-
-
 def drf_name(drf: Any) -> str:
+    """The key suffix of a dose reduction factor: ``4`` -> ``"4"``, ``2.5`` -> ``"2.5"``."""
     return str(int(drf)) if float(drf).is_integer() else f"{float(drf):g}"
-
-
-def _lowdose_keys(params: Mapping[str, Any]) -> tuple[str, ...]:
-    return ("full", *(f"drf{drf_name(f)}" for f in params["dose_reduction_factors"]), "noise_free", "labels")
-
-
-register_task(
-    TaskSpec(
-        "pet_nac_to_pct",
-        build_pet_nac_to_pct,
-        image_keys=("nac", "ct", "labels", "ac"),
-        array_keys=("raw",),
-        params=PET_PARAMS,
-        version="2",
-        description="FDG torso PET: NAC OSEM (SUV) -> CT (HU); true-CT AC OSEM and raw sinograms for the AC task metric",
-    )
-)
-register_task(
-    TaskSpec(
-        "pet_lowdose_denoising",
-        build_pet_lowdose_denoising,
-        image_keys=_lowdose_keys,
-        params=LOWDOSE_PARAMS,
-        # 2: CT-AC air rule; the random draws had also been reordered since the first datasets
-        version="2",
-        description="FDG torso PET: thinned low-dose AC OSEM (SUV, DRF 4-100) -> full dose; noise-free reference",
-    )
-)

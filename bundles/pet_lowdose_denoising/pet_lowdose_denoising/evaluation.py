@@ -2,7 +2,7 @@
 
 Per dose reduction factor (DRF) and method (low-dose input, tuned Gaussian, network(s)):
 
-- global metrics in the body (NRMSE, PSNR, SSIM; UDPET conventions, :mod:`common.metrics`)
+- global metrics in the body (NRMSE, PSNR, SSIM; UDPET conventions, :mod:`common.learning.metrics`)
   against (a) the full-dose reconstruction and (b) the noise-free reference (the same
   reconstruction of the expected data); SSIM against (a) only (it is the slow one);
 - lesion SUVmax, SUVmean, SUVpeak bias and contrast recovery against (b), lesions of at least
@@ -28,10 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import metrics
 from common.data import read_json, read_nifti, write_json
-from common.denoise_baseline import fwhm_for, gaussian_filter_fwhm, tune_gaussian_fwhm
-from common.denoise_transforms import check_drf, suv_factor
+from common.learning import metrics
+from pet_lowdose_denoising.baseline import (
+    fwhm_for,
+    gaussian_filter_fwhm,
+    tune_gaussian_fwhm,
+)
+from pet_lowdose_denoising.transforms import check_drf, suv_factor
 
 __all__ = [
     "LESION_MIN_ID",
@@ -54,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Lesions carry label ids >= 100 in the phantom label map (CONTEXT, common.phantoms).
+#: Lesions carry label ids >= 100 in the phantom label map (CONTEXT, common.simulation.phantoms).
 LESION_MIN_ID = 100
 #: Lesions below this diameter (mm) are reported apart (DESIGN 5.1): at 4 mm voxels and a
 #: ~6-8 mm system resolution their SUVmax is dominated by partial volume, not by the denoiser.
@@ -268,7 +272,7 @@ def iter_dose_pairs(
     units: str = "Bq/mL",
 ) -> Iterator[tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, tuple[float, ...]]]:
     """``(drf, low SUV, full SUV, body mask, spacing_mm)`` for each subject and DRF, read from
-    datalist entries with absolute paths (for :func:`common.denoise_baseline.tune_gaussian_fwhm`).
+    datalist entries with absolute paths (for :func:`pet_lowdose_denoising.baseline.tune_gaussian_fwhm`).
     The body is ``labels > 0`` when the entry has ``labels_key``, else :func:`body_from_image`
     of the full dose."""
     for entry in entries:
@@ -586,3 +590,8 @@ def format_table(table: Mapping[str, Any]) -> str:
                 f"  {m(block, 'ceiling_psnr'):.2f}"
             )
     return "\n".join(lines)
+
+
+def metric_item_names(batch: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """``MetricsSaver`` row names of a batch: ``<subject id>_drf<DRF>`` per item."""
+    return [{"filename_or_obj": f"{item['id']}_drf{int(item['drf'])}"} for item in batch]

@@ -2,7 +2,7 @@
 counts, attenuation-corrected OSEM in Bq/mL; and the ``spect_projection_completion`` task
 (registered in :data:`common.data.TASKS` on import).
 
-Acquisition model (parallel-hole camera, :class:`common.projectors.SPECTProjector`)::
+Acquisition model (parallel-hole camera, :class:`common.physics.projectors.SPECTProjector`)::
 
     primary  = k * P_att,psf(C_scan)            P: attenuation (hu_to_mu(CT, E)) and depth-dependent
                                                 collimator blur (CollimatorPSF.from_collimator)
@@ -63,7 +63,7 @@ Files per subject of ``spect_projection_completion`` (``common.data`` layout):
   views, Bq/mL).
 - ``raw`` (.npz): ``projections`` int32 [views, u, v] counts of all views (u transaxial with
   ``n_u`` = Y bins of ``spacing_mm[0]``, v = Z; angles ``angles_deg``, convention of
-  :mod:`common.projectors`); ``scatter`` float16 [views, u, v] expected scatter counts (the AC
+  :mod:`common.physics.projectors`); ``scatter`` float16 [views, u, v] expected scatter counts (the AC
   background); ``sparse_views`` int64 indices of the sparse subset; ``sparse_factor``;
   ``angles_deg``; ``radius_mm``; ``count_scale`` (counts per Bq/mL at scan per voxel-sum unit);
   ``decay_factor``; ``energy_keV``; ``collimator``; ``psf`` (slope, intercept mm, intrinsic mm);
@@ -87,11 +87,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.data import SubjectData, TaskSpec, register_task
-from common.noise import poisson
 from common.physics import decay_factor, hu_to_mu, nuclide
-from common.projectors import COLLIMATORS, CollimatorPSF, SPECTProjector
-from common.simulate import sample_param, smooth_sinogram, torch_generator
+from common.physics.noise import poisson
+from common.physics.projectors import COLLIMATORS, CollimatorPSF, SPECTProjector
+from common.simulation.datasets import SubjectData, TaskSpec, register_task
+from common.simulation.pet import sample_param, smooth_sinogram, torch_generator
 
 __all__ = [
     "COLLIMATOR_SEPTA_MM",
@@ -112,14 +112,14 @@ __all__ = [
     "build_spect_projection_completion",
 ]
 
-#: Septal thickness (mm) of the collimators of :data:`common.projectors.COLLIMATORS`, SIMIND
+#: Septal thickness (mm) of the collimators of :data:`common.physics.projectors.COLLIMATORS`, SIMIND
 #: ``collim.col`` as shipped in PyTomography 3.4 (``data/collim.col``; all hexagonal holes).
 COLLIMATOR_SEPTA_MM: dict[str, float] = {"SY-LEHR": 0.16, "SY-ME": 1.14, "GI-LEHR": 0.20, "GI-MEGP": 1.05}
 #: Anger's hole-shape constant for hexagonal holes in a hexagonal array (Cherry et al., ch. 14).
 ANGER_K_HEXAGONAL = 0.26
 #: Default NaI(Tl) crystal thickness (3/8 inch), mm.
 CRYSTAL_MM = 9.525
-#: Tracers of :mod:`common.phantoms` imaged with SPECT, and their radionuclides.
+#: Tracers of :mod:`common.simulation.phantoms` imaged with SPECT, and their radionuclides.
 SPECT_TRACERS: dict[str, str] = {"Tc99m-agent": "Tc-99m", "Lu177-agent": "Lu-177"}
 
 #: Defaults of ``spect_projection_completion`` (Tc-99m bone agent; module docstring). Ranges
@@ -362,7 +362,7 @@ def reconstruct_spect(
     """OSEM image [X, Y, Z] in Bq/mL at scan time of ``counts`` [views, u, v] (the projector's
     views; a :class:`ViewSubset` for a sparse study, ``counts`` and ``background`` then holding
     its views only). ``n_subsets`` is capped at the number of views."""
-    from common.recon import osem
+    from common.physics.recon import osem
 
     image = osem(projector, counts, n_iters, min(int(n_subsets), projector.n_views), background=background)
     return image / _check_positive("count_scale", count_scale)
@@ -431,7 +431,7 @@ def _acquisition(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_spect_projection_completion(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
     """One ``spect_projection_completion`` subject (files and model: module docstring)."""
-    from common.phantoms import make_torso_phantom
+    from common.simulation.phantoms import make_torso_phantom
 
     acq = _acquisition(params)
     phantom_seed = [int(v) for v in rng.integers(0, 2**32, size=4)]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from common.mumap import ct_to_mu
+from common.physics import ct_to_mu
 
 __all__ = ["AttenuationLoss"]
 
@@ -22,7 +22,7 @@ class AttenuationLoss(torch.nn.Module):
     """Voxel smooth-L1 on the scaled CT plus L1 of transaxial line integrals of mu at 511 keV.
 
     Inputs are scaled CT numbers ``s = (HU + 1000) / hu_scale`` of shape (B, 1, X, Y, Z) (Z axial);
-    they go to mu through :func:`common.mumap.ct_to_mu` (clipping, the CTAC air rule, Carney
+    they go to mu through :func:`common.physics.ct_to_mu` (clipping, the CTAC air rule, Carney
     bilinear), so the line term sees the same mu as the task metric.
 
     ``loss = mean(w * smooth_l1(pred, target)) / mean(w) + line_weight * mean(|L_pred - L_target|)``

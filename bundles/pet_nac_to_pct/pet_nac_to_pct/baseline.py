@@ -1,14 +1,11 @@
-"""Attenuation maps for PET without a CT: the segmentation baseline and pseudo-CT -> mu.
+"""The classical baseline of ``pet_nac_to_pct``: an attenuation map for PET without a CT.
+Serves this bundle only (the CT-AC conversion every task shares is :func:`common.physics.ct_to_mu`).
 
 - :func:`segment_nac`: the classical mu-map used when no CT exists, from the non-attenuation-
   corrected (NAC) PET alone: body outline, lungs inside it, everything else soft tissue, no bone.
 - :func:`classes_to_hu` / :func:`baseline_pseudo_ct`: that segmentation as a pseudo-CT in HU, so
   that the baseline's mu-map, the network's and the true CT's all go through the one conversion
   :func:`common.physics.hu_to_mu` (DESIGN section 3).
-- :func:`ct_to_mu`: a CT or pseudo-CT in HU -> mu at the photon energy (511 keV for PET), after
-  clipping HU to a physical range and setting air by the named rule :data:`CT_AIR_BELOW_HU`.
-- :class:`CheckNAC` / :class:`CheckNACd`: refuse an attenuation-corrected image given as NAC
-  (named rule :data:`NAC_RULE`, :func:`tail_ratio`).
 
 Class values (HU at 120 kVp) are those of the 4-class Dixon MR attenuation map of
 Martinez-Moeller et al. (J Nucl Med 2009;50:520) without fat: lung 0.018 /cm, soft tissue
@@ -23,15 +20,12 @@ Layout: volumes are [X, Y, Z] (Z axial), spacing (sx, sy, sz) in mm.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.transforms import Transform
 from scipy import ndimage
 
-from common.physics import CARNEY_SOFT_SLOPE, hu_to_mu
-from common.transforms import CheckDict, source_name
+from common.physics import CARNEY_SOFT_SLOPE
 
 __all__ = [
     "AIR",
@@ -40,18 +34,10 @@ __all__ = [
     "CLASS_NAMES",
     "BASELINE_MU_511",
     "BASELINE_HU",
-    "HU_RANGE",
-    "NAC_RULE",
-    "TailRule",
     "body_mask",
     "segment_nac",
     "classes_to_hu",
     "baseline_pseudo_ct",
-    "CT_AIR_BELOW_HU",
-    "ct_to_mu",
-    "tail_ratio",
-    "CheckNAC",
-    "CheckNACd",
 ]
 
 AIR, LUNG, SOFT_TISSUE = 0, 1, 2
@@ -61,15 +47,6 @@ BASELINE_MU_511 = {AIR: 0.0, LUNG: 0.018, SOFT_TISSUE: 0.100}
 # The same as CT numbers: inverse of mu = 9.6e-5 (HU + 1000) (Carney 2006 below its break point,
 # REFERENCE.md section 2), so hu_to_mu(BASELINE_HU) gives BASELINE_MU_511 back at 511 keV.
 BASELINE_HU = {k: mu / CARNEY_SOFT_SLOPE - 1000.0 for k, mu in BASELINE_MU_511.items()}
-# Range of CT numbers a pseudo-CT is clipped to before conversion (SynthRAD clips to [-1024, 3000]).
-HU_RANGE = (-1000.0, 3000.0)
-#: Named rule of CT-based attenuation correction: CT numbers below -950 HU are air (mu = 0).
-#: CT noise in air (10-20 HU here) is zero-mean, but mu cannot be negative, so a voxel-by-voxel
-#: conversion counts its positive half as attenuation: about +2 % SUV through a torso in this
-#: project's phantoms, an error that no denoised pseudo-CT can reproduce. Clinical CTAC removes air
-#: (and the bed) before conversion for the same reason. Lung stays above it (phantom lung >= -990 HU,
-#: 0.1st percentile -950, median -835; Kinahan et al. 2003 lung -900..-500 HU).
-CT_AIR_BELOW_HU = -950.0
 
 
 def _check_volume(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -222,98 +199,3 @@ def baseline_pseudo_ct(nac: torch.Tensor, spacing_mm: Sequence[float], **kwargs)
     ``kwargs`` go to :func:`segment_nac`.
     """
     return classes_to_hu(segment_nac(nac, spacing_mm, **kwargs))
-
-
-def ct_to_mu(
-    hu: torch.Tensor, energy_keV: float = 511.0, kvp: int = 120, air_below_hu: float | None = CT_AIR_BELOW_HU
-) -> torch.Tensor:
-    """mu-map (1/cm) of a CT or pseudo-CT in HU, the CT-based attenuation correction of this project.
-
-    HU are clipped to :data:`HU_RANGE`; voxels below ``air_below_hu`` are set to air (named rule
-    :data:`CT_AIR_BELOW_HU`; ``None`` keeps them); then :func:`common.physics.hu_to_mu`.
-
-    Args:
-        hu: CT numbers [X, Y, Z] (any shape, any device).
-        energy_keV: photon energy (511 for PET).
-        kvp: CT tube voltage of the HU -> mu conversion.
-        air_below_hu: CT numbers below it are air; ``None``: no air rule.
-    """
-    hu = torch.as_tensor(hu)
-    if not hu.is_floating_point():
-        hu = hu.float()
-    hu = hu.clamp(*HU_RANGE)
-    if air_below_hu is not None:
-        hu = torch.where(hu < air_below_hu, torch.full_like(hu, HU_RANGE[0]), hu)
-    return hu_to_mu(hu, energy_keV, kvp)
-
-
-# ----------------------------------------------------------------------------------------
-# NAC or AC?
-# ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TailRule:
-    """A named, scale-free magnitude rule telling a NAC PET from an attenuation-corrected one.
-
-    Attenuation compresses the upper tail of a NAC image's uptake distribution (hot organs lie
-    deep and lose the most counts) and stretches its lower tail (the body's core is dark), so
-    ``(p95 / p50) / (p50 / p10)`` of the body voxels is lower for NAC than for AC images.
-    """
-
-    name: str
-    threshold: float
-    percentiles: tuple[float, float, float] = (10.0, 50.0, 95.0)
-
-    def __str__(self) -> str:
-        lo, mid, hi = (f"{p:g}" for p in self.percentiles)
-        return f"{self.name} ((p{hi}/p{mid}) / (p{mid}/p{lo}) of body voxels must be < {self.threshold:g} for NAC)"
-
-
-# Measured on the 28 training subjects of the pet_nac_to_pct dataset (seed 0, 4 mm): NAC 0.64-1.32,
-# true-CT AC 1.65-3.89; the threshold lies between (bundles/pet_nac_to_pct/docs/README.md).
-NAC_RULE = TailRule("nac_tail_ratio", threshold=1.5)
-
-
-def tail_ratio(image: torch.Tensor, spacing_mm: Sequence[float], rule: TailRule = NAC_RULE) -> float:
-    """``(p_hi / p_mid) / (p_mid / p_lo)`` of the voxels inside :func:`body_mask` (see :class:`TailRule`)."""
-    x = _check_volume(image, "image")
-    body = body_mask(x, spacing_mm).cpu().numpy()
-    v = x.detach().cpu().double().numpy()[body]
-    lo, mid, hi = np.percentile(v, rule.percentiles)
-    if lo <= 0 or mid <= 0:
-        raise ValueError("image: body voxels are not positive enough to compute the NAC tail ratio.")
-    return float((hi / mid) / (mid / lo))
-
-
-class CheckNAC(Transform):
-    """Refuse an attenuation-corrected PET given where a NAC PET is expected (rule :data:`NAC_RULE`).
-
-    Run after :class:`common.transforms.CheckEmission` (which handles NaN, empty, channels, HU).
-    Input ``[C, X, Y, Z]`` with spacing from the MetaTensor's affine (or ``spacing_mm``); returned
-    unchanged.
-    """
-
-    def __init__(self, spacing_mm: Sequence[float] | None = None, rule: TailRule = NAC_RULE, name: str = "NAC PET"):
-        self.spacing_mm, self.rule, self.name = spacing_mm, rule, name
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        src = source_name(img)
-        if img.ndim != 4:
-            raise ValueError(f"{src}: {self.name} must be [C, X, Y, Z], got shape {tuple(img.shape)}")
-        spacing = self.spacing_mm
-        if spacing is None:
-            affine = getattr(img, "affine", None)
-            spacing = (1.0, 1.0, 1.0) if affine is None else np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-        for c in range(img.shape[0]):
-            ratio = tail_ratio(torch.as_tensor(img[c]).float(), spacing, self.rule)
-            if ratio >= self.rule.threshold:
-                raise ValueError(
-                    f"{src}: {self.name} looks attenuation-corrected: tail ratio {ratio:.3g} "
-                    f"(rule {self.rule}); give the non-attenuation-corrected reconstruction"
-                )
-        return img
-
-
-class CheckNACd(CheckDict):
-    """Dictionary twin of :class:`CheckNAC`."""
-
-    array_transform = CheckNAC
