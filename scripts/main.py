@@ -1,10 +1,11 @@
 """``python -m scripts main``: the main job.
 
-For every bundle under ``bundles/``: simulate fresh held-out phantoms (seeds
-``data_seed + 2000`` and above, never seen in training or in the bundle's own test split),
-run the stock ``python -m monai.bundle run evaluating`` with the shipped weights and the
-bundle's ``configs/quick.json`` override, and collect its ``summary.json`` (model vs
-baseline). Then run a short stock ``training`` of one bundle to show the workflow, print a
+For every bundle under ``bundles/`` and each family of held-out phantoms (``training``: the
+distribution the bundle trained on; ``shifted``: ranges beyond it that no training draws,
+``common.simulation``): simulate fresh subjects (seeds ``data_seed + 2000`` and ``+ 3000``,
+never seen in training or in the bundle's own test split), run the stock ``python -m
+monai.bundle run evaluating`` with the shipped weights and the bundle's ``configs/quick.json``
+override, and collect its ``summary.json`` (model vs baseline), the two families side by side. Then run a short stock ``training`` of one bundle to show the workflow, print a
 results table and write it, with each bundle's figures, under ``results/run/``.
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-HELD_OUT_SEED_OFFSET = 2000  # main-job phantoms: data_seed + 2000.. (DESIGN 4: held-out >= data_seed + 1000)
+#: Held-out families of the main job and their seed offsets (DESIGN 4: held-out >= data_seed + 1000).
+FAMILY_SEED_OFFSETS = {"training": 2000, "shifted": 3000}
 
 
 def bundle_names(root: Path = ROOT / "bundles") -> list[str]:
@@ -60,23 +62,24 @@ def _data_seed(bundle: Path) -> int:
     return int(train.get("data_seed", 0))
 
 
-def evaluate_bundle(name: str, out: Path, n_test: int) -> dict:
-    """Held-out phantoms + stock ``evaluating``; returns the bundle's summary.json."""
+def evaluate_bundle(name: str, out: Path, n_test: int, family: str = "training") -> dict:
+    """Held-out phantoms of ``family`` + stock ``evaluating``; returns the bundle's summary.json."""
     from common.simulation.datasets import generate_dataset
 
     bundle = ROOT / "bundles" / name
-    data_dir = out / name / "data"
-    seed = _data_seed(bundle) + HELD_OUT_SEED_OFFSET
-    generate_dataset(name, data_dir, n=n_test, seed=seed, test_only=True)
-    eval_dir = out / name / "eval"
+    data_dir = out / name / family / "data"
+    seed = _data_seed(bundle) + FAMILY_SEED_OFFSETS[family]
+    generate_dataset(name, data_dir, n=n_test, seed=seed, test_only=True, family=family)
+    eval_dir = out / name / family / "eval"
     wall = _run_logged(
         _bundle_cmd(bundle, "evaluating", ["train.json", "evaluate.json", "quick.json"],
-                    dataset_dir=data_dir, output_dir=eval_dir),
-        out / name / "evaluating.log",
+                    dataset_dir=data_dir, output_dir=eval_dir, n_test=n_test),
+        out / name / family / "evaluating.log",
     )
     summary = json.loads((eval_dir / "summary.json").read_text())
     summary["wall_s"] = round(wall, 1)
     summary["held_out_seed"] = seed
+    summary["family"] = family
     return summary
 
 
@@ -90,19 +93,21 @@ def train_demo(name: str, out: Path) -> float:
     )
 
 
-def _table(summaries: dict[str, dict]) -> str:
-    rows = ["| bundle | metric | model | baseline | target | held-out subjects | wall s |", "|---|---|---|---|---|---|---|"]
-    for name, s in summaries.items():
-        h = s["headline"]
-        rows.append(
-            f"| {name} | {h['metric'].replace('|', chr(92) + '|')} ({h['unit']}) | {h['model']:.4g} | {h['baseline']:.4g} | {h.get('target', '')} "
-            f"| {s.get('n_subjects', '')} | {s.get('wall_s', '')} |"
-        )
+def _table(summaries: dict[str, dict[str, dict]]) -> str:
+    rows = ["| bundle | family | metric | model | baseline | target | held-out subjects | wall s |", "|---|---|---|---|---|---|---|---|"]
+    for name, families in summaries.items():
+        for family, s in families.items():
+            h = s["headline"]
+            rows.append(
+                f"| {name} | {family} | {h['metric'].replace('|', chr(92) + '|')} ({h['unit']}) | {h['model']:.4g} | {h['baseline']:.4g} "
+                f"| {h.get('target', '')} | {s.get('n_subjects', '')} | {s.get('wall_s', '')} |"
+            )
     return "\n".join(rows)
 
 
-def main(out: str = "results/run", n_test: int = 4, demo_bundle: str | None = None, skip_training: bool = False) -> None:
-    """Evaluate every bundle on fresh held-out phantoms, then a short training demo."""
+def main(out: str = "results/run", n_test: int = 2, demo_bundle: str | None = None, skip_training: bool = False) -> None:
+    """Evaluate every bundle on fresh held-out phantoms of each family (``n_test`` subjects per
+    family), then a short training demo."""
     n_test = int(n_test)
     if not 1 <= n_test <= 50:
         raise SystemExit(f"--n_test must be between 1 and 50, got {n_test}")
@@ -114,7 +119,7 @@ def main(out: str = "results/run", n_test: int = 4, demo_bundle: str | None = No
     t0 = time.time()
     summaries = {}
     for name in tqdm(names, desc="evaluating bundles", unit="bundle"):
-        summaries[name] = evaluate_bundle(name, out_dir, n_test)
+        summaries[name] = {family: evaluate_bundle(name, out_dir, n_test, family) for family in FAMILY_SEED_OFFSETS}
     table = _table(summaries)
     demo = demo_bundle or names[0]
     if not skip_training:
@@ -124,4 +129,4 @@ def main(out: str = "results/run", n_test: int = 4, demo_bundle: str | None = No
     (out_dir / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
     (out_dir / "results.md").write_text(table + "\n")
     print(table)
-    print(f"\nmain: done in {time.time() - t0:.0f} s; figures under {out_dir}/<bundle>/eval/")
+    print(f"\nmain: done in {time.time() - t0:.0f} s; figures under {out_dir}/<bundle>/<family>/eval/")

@@ -5,8 +5,10 @@ Examples::
     python -m scripts make_dataset --task pet_nac_to_pct --n 20 --out data/pet_nac_to_pct --seed 0 --workers 2
     python -m scripts make_dataset --task pet_nac_to_pct --n 200 --out /shared/ds --shard 3 --num_shards 16
     python -m scripts make_dataset --merge /shared/ds
+    python -m scripts make_dataset --task pet_nac_to_pct --n 6 --out data/shifted --seed 3000 --test_only true --family shifted
 
-Layout, split (70/15/15; test subjects from seed + 1000) and resumability: ``common.data``.
+Layout, split (70/15/15; test subjects from seed + 1000), families and resumability:
+``common.simulation.datasets``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def make_dataset(
     merge: str | None = None,
     params: Any = None,
     test_only: bool = False,
+    family: str = "training",
     progress: bool = True,
 ) -> str:
     """Simulate ``n`` subjects of ``task`` into ``out`` (default ``data/<task>``) and write
@@ -81,6 +84,8 @@ def make_dataset(
         merge: a dataset folder built in shards: write its datalist.json, nothing else.
         params: JSON object overriding the task's physical/geometry params.
         test_only: all ``n`` subjects are test subjects from ``seed`` itself (a held-out seed).
+        family: ``training`` (the task's defaults) or ``shifted`` (ranges beyond the training
+            ranges, for held-out tests only; the task's docs list both).
         progress: show a progress bar.
 
     Returns:
@@ -111,5 +116,6 @@ def make_dataset(
         progress=_as_bool("progress", progress),
         params=_as_params(params),
         test_only=_as_bool("test_only", test_only),
+        family=str(family),
     )
     return str(path)

@@ -16,7 +16,7 @@ from common.simulation import pet as S
 from common.simulation.datasets import generate_dataset
 
 # Small geometry for the builders: 10 mm voxels cover the torso phantom (about 430 mm axially).
-SMALL = {"shape": [40, 40, 44], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48, "n_subsets": 8, "psf_fwhm_mm": 8.0}
+SMALL = {"shape": [40, 40, 44], "spacing_mm": [10.0, 10.0, 10.0], "voxel_scale": None, "n_angles": 48, "n_subsets": 8, "psf_fwhm_mm": 8.0}
 
 
 def _cylinder(shape=(40, 40, 6), spacing=4.0, radius_mm=64.0):
@@ -126,7 +126,7 @@ def test_noise_free_ac_recovers_the_phantom_liver_suv(lowdose_dataset):
 
     entry = read_datalist(lowdose_dataset)["training"][0]
     labels = read_nifti(lowdose_dataset / entry["labels"]).array
-    ph = make_torso_phantom(entry["phantom_seed"], shape=SMALL["shape"], spacing_mm=SMALL["spacing_mm"], n_lesions=(1, 8))
+    ph = make_torso_phantom(entry["phantom_seed"], shape=SMALL["shape"], spacing_mm=SMALL["spacing_mm"], n_lesions=(1, 8), variety="training")
     truth = ph.suv("FDG")[_liver(labels)].mean()
     ref = read_nifti(lowdose_dataset / entry["noise_free"]).array[_liver(labels)].mean()
     assert abs(ref / truth - 1) < 0.05
@@ -141,9 +141,13 @@ def test_lower_dose_gives_a_noisier_liver_with_the_same_mean(lowdose_dataset):
 
 
 def test_lowdose_entry_holds_the_subject_attributes(lowdose_dataset):
+    from common.simulation.phantoms import TRAINING_VARIETY
+
     entry = read_datalist(lowdose_dataset)["training"][0]
-    assert 50 <= entry["weight_kg"] <= 110 and entry["injected_Bq"] > 0 and entry["uptake_time_s"] > 0
-    assert entry["units"] == "SUV" and entry["trues_per_4mm_slice"] == 2e6
+    lo, hi = min(r[0] for r in TRAINING_VARIETY.weight_kg), max(r[1] for r in TRAINING_VARIETY.weight_kg)
+    assert lo <= entry["weight_kg"] <= hi and entry["injected_Bq"] > 0 and entry["uptake_time_s"] > 0
+    assert entry["units"] == "SUV" and 4e5 <= entry["trues_per_4mm_slice"] <= 4e6
+    assert entry["psf_fwhm_mm"] == 8.0 and entry["spacing_mm"] == [10.0, 10.0, 10.0] and entry["phantom_variety"] == "training"
 
 
 def test_stored_raw_data_reconstruct_to_the_stored_ac_image(pct_dataset):
@@ -173,3 +177,90 @@ def test_pet_subjects_are_byte_identical_for_one_or_two_workers(tmp_path):
         generate_dataset("pet_nac_to_pct", tmp_path / f"w{workers}", 2, seed=5, workers=workers, progress=False, params=SMALL)
     assert digest(tmp_path / "w1") == digest(tmp_path / "w2")
 
+
+
+# ---- every acquisition parameter of the families reaches the images (issue 19) ---------------------
+
+
+def _subject(index: int = 0, **params):
+    from pet_nac_to_pct.dataset import TASK
+
+    return TASK.builder(np.random.default_rng([0, index]), {**TASK.params, **SMALL, **params})
+
+
+def test_count_level_sets_the_true_counts_and_fewer_counts_give_a_noisier_liver():
+    from pet_lowdose_denoising.dataset import TASK
+
+    def noise(trues):
+        params = {**TASK.params, **SMALL, "dose_reduction_factors": [4], "trues_per_4mm_slice": trues}
+        d = TASK.builder(np.random.default_rng([0, 0]), params)
+        liver = d.images["labels"][0] == 8
+        full, ref = d.images["full"][0][liver], d.images["noise_free"][0][liver]
+        return float(np.std(full - ref) / np.mean(ref)), d.attributes
+
+    (low_noise, low), (high_noise, high) = noise(4e5), noise(4e6)
+    assert low["trues_per_4mm_slice"] == 4e5 and high["trues_per_4mm_slice"] == 4e6
+    assert abs(high["total_trues"] / low["total_trues"] / 10.0 - 1) < 0.02  # the same subject, ten times the counts
+    assert low_noise > 2.0 * high_noise  # Poisson: sqrt(10) = 3.2 in theory
+
+
+def test_count_level_range_is_drawn_log_uniformly():
+    rng = np.random.default_rng(0)
+    draws = np.array([S.sample_log_param(rng, [4e5, 4e6]) for _ in range(4000)])
+    assert draws.min() >= 4e5 and draws.max() <= 4e6
+    below_geometric_mean = np.mean(draws < math.sqrt(4e5 * 4e6))
+    assert abs(below_geometric_mean - 0.5) < 0.03  # half of the draws below the geometric mean
+
+
+def test_scanner_resolution_blurs_the_reconstruction():
+    sharp, blurred = _subject(psf_fwhm_mm=4.0), _subject(psf_fwhm_mm=20.0)
+    def edge(d):  # mean gradient magnitude of the noise-free-ish AC image inside the body
+        g = np.gradient(d.images["ac"][0])
+        return float(np.mean(np.sqrt(sum(x * x for x in g))[d.images["labels"][0] > 0]))
+    assert edge(blurred) < 0.8 * edge(sharp)
+
+
+def test_scatter_fraction_raises_the_nac_haze_outside_the_body():
+    low, high = _subject(scatter_fraction=0.2), _subject(scatter_fraction=0.5)
+    def haze(d):
+        labels, nac = d.images["labels"][0], d.images["nac"][0]
+        return float(nac[labels == 0].mean())
+    assert haze(high) > 1.5 * haze(low)
+    assert (low.attributes["scatter_fraction"], high.attributes["scatter_fraction"]) == (0.2, 0.5)
+
+
+def test_randoms_fraction_raises_the_flat_background_of_the_prompts():
+    low, high = _subject(randoms_fraction=0.05, scatter_fraction=0.0), _subject(randoms_fraction=0.3, scatter_fraction=0.0)
+    corner = lambda d: float(d.arrays["raw"]["background"][:, :3].astype(np.float64).mean())  # noqa: E731 (edge bins)
+    assert corner(high) > 5 * corner(low)
+
+
+def test_voxel_size_choice_sets_the_grid_over_the_same_field_of_view():
+    d = _subject(voxel_scale=[[0.8, 0.8, 0.5]])
+    assert d.images["nac"][0].shape == (50, 50, 88)  # 400 x 400 x 440 mm at 8 x 8 x 5 mm
+    assert d.attributes["spacing_mm"] == [8.0, 8.0, 5.0]
+    np.testing.assert_allclose(np.diag(d.images["nac"][1])[:3], [8.0, 8.0, 5.0])
+
+
+def test_shifted_family_draws_acquisitions_beyond_every_training_range():
+    from pet_nac_to_pct.dataset import TASK
+
+    training, shifted = TASK.family_params("training"), TASK.family_params("shifted")
+    for key in ("trues_per_4mm_slice", "psf_fwhm_mm", "scatter_fraction", "randoms_fraction"):
+        (lo, hi), (slo, shi) = training[key], shifted[key]
+        assert shi <= lo or slo >= hi, key  # the two ranges do not overlap
+    assert not {tuple(v) for v in training["voxel_scale"]} & {tuple(v) for v in shifted["voxel_scale"]}
+    assert shifted["phantom_variety"] == "shifted" and training["phantom_variety"] == "training"
+    with pytest.raises(ValueError, match="unknown family 'sideways'; known: training, shifted"):
+        TASK.family_params("sideways")
+
+
+def test_a_shifted_dataset_records_its_family_and_refuses_to_be_mixed_with_training(tmp_path):
+    from common.data import read_json
+
+    generate_dataset("pet_nac_to_pct", tmp_path / "d", 1, seed=3000, progress=False, params=SMALL, test_only=True, family="shifted")
+    assert read_json(tmp_path / "d" / "dataset.json")["family"] == "shifted"
+    entry = read_datalist(tmp_path / "d")["test"][0]
+    assert entry["phantom_variety"] == "shifted" and entry["trues_per_4mm_slice"] <= 4e5
+    with pytest.raises(ValueError, match="family"):
+        generate_dataset("pet_nac_to_pct", tmp_path / "d", 1, seed=3000, progress=False, params=SMALL, test_only=True)

@@ -94,6 +94,8 @@ SHARDS_DIR = "shards"
 FORMAT_VERSION = 1
 #: Held-out (test) subjects use seeds from ``seed + TEST_SEED_OFFSET`` (DESIGN 4).
 TEST_SEED_OFFSET = 1000
+#: The family every training set draws from (a task's default params); held-out sets may use others.
+DEFAULT_FAMILY = "training"
 
 
 # ----------------------------------------------------------------------------------------
@@ -123,7 +125,9 @@ class TaskSpec:
     image_keys, array_keys: the keys of the NIfTI images and NPZ arrays the builder writes
         (checked per subject), or a function of the params giving them (e.g. one image per
         dose reduction factor).
-    params: default physical/geometry parameters; stored in the manifest.
+    params: default physical/geometry parameters (the ``training`` family); stored in the manifest.
+    families: other families of subjects, as overrides of ``params`` (e.g. ``shifted``: ranges
+        beyond the training ranges, for held-out tests that no training draws from).
     version: bump when the builder's output changes, so old folders are refused, not mixed.
     """
 
@@ -134,6 +138,17 @@ class TaskSpec:
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     version: str = "1"
     description: str = ""
+    families: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def family_params(self, family: str = DEFAULT_FAMILY) -> dict[str, Any]:
+        """The task's params for ``family``: the defaults (the training family) updated with the
+        family's overrides. ValueError naming the known families otherwise."""
+        if family == DEFAULT_FAMILY:
+            return dict(self.params)
+        if family not in self.families:
+            known = ", ".join([DEFAULT_FAMILY, *sorted(self.families)])
+            raise ValueError(f"task {self.name}: unknown family {family!r}; known: {known}")
+        return {**self.params, **self.families[family]}
 
     def keys_for(self, params: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(image keys, array keys) written with these params."""
@@ -262,7 +277,9 @@ def _code_version() -> str:
         return "unknown"
 
 
-def _manifest(spec: TaskSpec, seed: int, n: int, params: Mapping[str, Any], test_only: bool = False) -> dict[str, Any]:
+def _manifest(
+    spec: TaskSpec, seed: int, n: int, params: Mapping[str, Any], test_only: bool = False, family: str = DEFAULT_FAMILY
+) -> dict[str, Any]:
     n_train, n_val, n_test = (0, 0, n) if test_only else split_sizes(n)
     rule = (
         "test_only: all n subjects are test subjects from default_rng([seed, j])"
@@ -279,6 +296,7 @@ def _manifest(spec: TaskSpec, seed: int, n: int, params: Mapping[str, Any], test
         "seed": seed,
         "test_seed": seed if test_only else seed + TEST_SEED_OFFSET,
         "test_only": bool(test_only),
+        "family": family,
         "n": n,
         "split": {"training": n_train, "validation": n_val, "test": n_test, "rule": rule},
         "keys": [k for keys in spec.keys_for(params) for k in keys],
@@ -288,7 +306,7 @@ def _manifest(spec: TaskSpec, seed: int, n: int, params: Mapping[str, Any], test
 
 
 # Fields that must agree for subjects of an existing folder to be reused.
-_MANIFEST_IDENTITY = ("format_version", "task", "task_version", "seed", "test_only", "params")
+_MANIFEST_IDENTITY = ("format_version", "task", "task_version", "seed", "test_only", "family", "params")
 
 
 def _check_out_dir(out_dir: Path, manifest: Mapping[str, Any]) -> None:
@@ -498,6 +516,7 @@ def generate_dataset(
     progress: bool = True,
     params: Mapping[str, Any] | None = None,
     test_only: bool = False,
+    family: str = DEFAULT_FAMILY,
 ) -> Path:
     """Simulate ``n`` subjects of ``task`` into ``out_dir`` (layout and split: module
     docstring), resuming where a previous run stopped.
@@ -516,6 +535,8 @@ def generate_dataset(
         params: overrides of the task's default params (e.g. a small ``shape`` for tests).
         test_only: all ``n`` subjects go to ``test``, from ``default_rng([seed, j])`` (the
             caller passes a held-out seed, e.g. ``data_seed + 2000``).
+        family: ``training`` (the task's default params) or another family of the task
+            (:attr:`TaskSpec.families`, e.g. ``shifted``); ``params`` override it.
 
     Returns:
         ``out_dir/datalist.json``, or the shard record when ``num_shards > 1``.
@@ -532,12 +553,12 @@ def generate_dataset(
     unknown = sorted(set(params or {}) - set(spec.params))
     if unknown:
         raise ValueError(f"task {task}: unknown params {unknown}; known: {sorted(spec.params)}")
-    full_params = _json_ready({**spec.params, **(params or {})})
+    full_params = _json_ready({**spec.family_params(family), **(params or {})})
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {out_dir} exists and is not a folder")
 
-    manifest = _manifest(spec, seed, n, full_params, bool(test_only))
+    manifest = _manifest(spec, seed, n, full_params, bool(test_only), family)
     manifest["num_shards"] = num_shards
     _check_out_dir(out_dir, manifest)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -570,6 +591,7 @@ def ensure_dataset(
     workers: int = 1,
     progress: bool = True,
     params: Mapping[str, Any] | None = None,
+    family: str = DEFAULT_FAMILY,
 ) -> Path:
     """The datalist a bundle trains or evaluates on: ``dataset_dir/datalist.json`` as it is for
     user data (a datalist and no manifest) and for a held-out set of ``task`` made with
@@ -584,10 +606,11 @@ def ensure_dataset(
     if datalist.is_file():
         spec = get_task(task)
         task = spec.name
-        want = _manifest(spec, as_int("seed", seed, 0), as_int("n", n, 1), _json_ready({**spec.params, **(params or {})}))
+        full = _json_ready({**spec.family_params(family), **(params or {})})
+        want = _manifest(spec, as_int("seed", seed, 0), as_int("n", n, 1), full, family=family)
         have = read_json(manifest_path)
         if have.get("task") == task and have.get("test_only"):
             return datalist
         if all(_json_ready(have.get(k)) == _json_ready(want[k]) for k in (*_MANIFEST_IDENTITY, "n")):
             return datalist
-    return generate_dataset(task, dataset_dir, n, seed, workers=workers, progress=progress, params=params)
+    return generate_dataset(task, dataset_dir, n, seed, workers=workers, progress=progress, params=params, family=family)

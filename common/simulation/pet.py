@@ -1,11 +1,11 @@
-"""Acquisitions from phantoms: the subject builders behind ``make_dataset`` (registered in
-:data:`common.data.TASKS` on import) and the PET simulation/reconstruction steps they share.
+"""PET acquisitions from phantoms: the simulation and reconstruction steps that the PET dataset
+tasks of the bundles (``bundles/<name>/<name>/dataset.py``) share, and their parameter families.
 
 PET model (2D sinograms per axial slice, :class:`common.physics.projectors.PETProjector`)::
 
     trues    = s * a * P(blur(C_scan))          a = exp(-line integral of ct_to_mu(CT, 511 keV))
-    scatter  = smooth(trues), scaled to the subject's scatter fraction SF = S / (T + S), 30-40 %
-    randoms  = flat, scaled to the subject's randoms fraction R / (T + S + R), 10-20 %
+    scatter  = smooth(trues), scaled to the subject's scatter fraction SF = S / (T + S)
+    randoms  = flat, scaled to the subject's randoms fraction R / (T + S + R)
     prompts  = Poisson(trues + scatter + randoms)
 
 ``C_scan`` = phantom concentration (decay-corrected to injection) x decay_factor(uptake time,
@@ -13,8 +13,31 @@ F-18); ``blur`` = the scanner resolution (Gaussian, ``psf_fwhm_mm``), not modell
 reconstruction; ``smooth`` = Gaussian of the sinogram along the radial bins and the axial
 direction (``scatter_fwhm_mm``), so scatter extends beyond the body as in measured data. The
 count scale ``s`` (expected counts per Bq/mL per voxel-sum unit) is set per subject from the
-expected trues so that 4 mm of axial extent holds ``trues_per_4mm_slice`` true counts (DESIGN
-5.1: 2e6) and is stored as ``count_scale``.
+expected trues so that 4 mm of axial extent holds ``trues_per_4mm_slice`` true counts and is
+stored as ``count_scale``.
+
+Parameter families (per subject, drawn from ``default_rng([seed, index])``; the phantom's own
+ranges are tabled in :mod:`common.simulation.phantoms`). ``training`` is what every training set
+draws from (:data:`PET_PARAMS`); ``shifted`` (:data:`PET_SHIFTED`) lies beyond it and is for
+held-out tests only, so a model is judged on studies made differently from its training data:
+
+=====================================  ==============================  ==============================
+parameter                              training                        shifted
+=====================================  ==============================  ==============================
+true counts per 4 mm slice             4e5 - 4e6, log-uniform          1.5e5 - 4e5 (down to 13x below
+                                       (clinical FDG 2e6, DESIGN 5.1)  the clinical level)
+scanner resolution (PSF FWHM)          4 - 7 mm                        7 - 9 mm
+scatter fraction S / (T + S)           25 - 45 %                       45 - 55 %
+randoms fraction R / (T + S + R)       5 - 25 %                        25 - 35 %
+voxel size (x, y, z) at 4 mm default   4 x 4 x 4, 3.65 x 3.65 x 3.27,  3 x 3 x 3, 5.5 x 5.5 x 5
+                                       4.8 x 4.8 x 4 mm (one drawn)
+lesions per subject                    1 - 8                           4 - 12
+phantom anatomy and uptake             ``training`` variety            ``shifted`` variety
+=====================================  ==============================  ==============================
+
+The field of view stays ``shape x spacing_mm`` (512 x 512 x 384 mm by default); a subject's grid
+is that field at its drawn voxel size (``voxel_scale`` x ``spacing_mm``), which the bundles
+resample to their training spacing with their own ``Spacingd``.
 
 Reconstruction: OSEM (:func:`common.physics.recon.osem`, 3 iterations x 16 subsets, no post-filter) of
 the prompts with the additive background, divided by ``s``: Bq/mL at scan time; divided by the
@@ -70,6 +93,10 @@ __all__ = [
     "reconstruct_pet",
     "reconstruct_pet_suv",
     "PET_PARAMS",
+    "PET_SHIFTED",
+    "PET_FAMILIES",
+    "sample_log_param",
+    "subject_grid",
     "drf_name",
     "sample_param",
     "smooth_sinogram",
@@ -80,25 +107,41 @@ __all__ = [
 PET_ENERGY_KEV = 511.0
 TRACER_NUCLIDE = {"FDG": "F-18"}
 
-#: Defaults of the PET tasks (stored in each dataset's manifest). Ranges are sampled per subject.
+#: Defaults of the PET tasks, the ``training`` family (stored in each dataset's manifest).
+#: A two-number list is a range sampled per subject (uniform; ``trues_per_4mm_slice`` log-uniform);
+#: ``voxel_scale`` lists voxel sizes relative to ``spacing_mm``, one drawn per subject.
 PET_PARAMS: dict[str, Any] = {
     "shape": [128, 128, 96],
     "spacing_mm": [4.0, 4.0, 4.0],
+    "voxel_scale": [[1.0, 1.0, 1.0], [0.9125, 0.9125, 0.8175], [1.2, 1.2, 1.0]],
+    "phantom_variety": "training",
     "tracer": "FDG",
     "n_lesions": [1, 8],
     "n_angles": 128,
-    "psf_fwhm_mm": 5.0,  # scanner resolution (simulated, not modelled in the reconstruction)
-    "trues_per_4mm_slice": 2.0e6,  # DESIGN 5.1 count level
-    "scatter_fraction": [0.30, 0.40],
-    "randoms_fraction": [0.10, 0.20],
+    "psf_fwhm_mm": [4.0, 7.0],  # scanner resolution (simulated, not modelled in the reconstruction)
+    "trues_per_4mm_slice": [4.0e5, 4.0e6],  # clinical whole-body FDG about 2e6 (DESIGN 5.1)
+    "scatter_fraction": [0.25, 0.45],
+    "randoms_fraction": [0.05, 0.25],
     "scatter_fwhm_mm": [200.0, 60.0],  # (radial, axial) width of the scatter kernel
-    "n_iters": 3,  # 3 x 16 subsets: liver noise CoV about 10 % at the default count level
+    "n_iters": 3,  # 3 x 16 subsets: liver noise CoV about 10 % at the clinical count level
     "n_subsets": 16,
     "nac_scatter_correction": False,
     # attenuation through the CT-AC air rule, so that true-CT AC reproduces the simulated
     # attenuation and a pseudo-CT with clean air can (dataset versions 2)
     "ct_air_below_hu": CT_AIR_BELOW_HU,
 }
+#: The ``shifted`` family: overrides of :data:`PET_PARAMS` beyond its ranges (held-out tests only).
+PET_SHIFTED: dict[str, Any] = {
+    "voxel_scale": [[0.75, 0.75, 0.75], [1.375, 1.375, 1.25]],
+    "phantom_variety": "shifted",
+    "n_lesions": [4, 12],
+    "psf_fwhm_mm": [7.0, 9.0],
+    "trues_per_4mm_slice": [1.5e5, 4.0e5],
+    "scatter_fraction": [0.45, 0.55],
+    "randoms_fraction": [0.25, 0.35],
+}
+#: Families of the PET tasks (:attr:`common.simulation.datasets.TaskSpec.families`).
+PET_FAMILIES: dict[str, dict[str, Any]] = {"shifted": PET_SHIFTED}
 
 
 # ------------------------------------------------------------------------------------ projector
@@ -298,6 +341,29 @@ def sample_param(rng: np.random.Generator, value: Any) -> float:
     return float(value)
 
 
+def sample_log_param(rng: np.random.Generator, value: Any) -> float:
+    """A positive float param, or a value drawn log-uniformly from a [low, high] range (a count
+    level: each factor of 2 is as likely as any other)."""
+    if isinstance(value, (list, tuple)):
+        lo, hi = (float(v) for v in value)
+        if not 0 < lo <= hi:
+            raise ValueError(f"a log-uniform range needs 0 < low <= high, got {value!r}")
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return float(value)
+
+
+def subject_grid(rng: np.random.Generator, params: Mapping[str, Any]) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """(shape, spacing_mm) of one subject: the field of view ``shape x spacing_mm`` at a voxel size
+    drawn from ``voxel_scale`` (a list of [sx, sy, sz] factors of ``spacing_mm``; None: as given)."""
+    shape, spacing = [int(v) for v in params["shape"]], [float(v) for v in params["spacing_mm"]]
+    choices = params.get("voxel_scale")
+    if not choices:
+        return tuple(shape), tuple(spacing)
+    scale = [float(v) for v in choices[int(rng.integers(len(choices)))]]
+    voxel = tuple(s * f for s, f in zip(spacing, scale))
+    return tuple(max(1, round(n * s / v)) for n, s, v in zip(shape, spacing, voxel)), voxel
+
+
 def torch_generator(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
 
@@ -319,8 +385,9 @@ def simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) ->
     from common.simulation.phantoms import make_torso_phantom
 
     phantom_seed = [int(v) for v in rng.integers(0, 2**32, size=4)]
+    shape, spacing = subject_grid(rng, params)
     phantom = make_torso_phantom(
-        phantom_seed, shape=tuple(params["shape"]), spacing_mm=tuple(params["spacing_mm"]), n_lesions=tuple(params["n_lesions"])
+        phantom_seed, shape=shape, spacing_mm=spacing, n_lesions=tuple(params["n_lesions"]), variety=params["phantom_variety"]
     )
     tracer = params["tracer"]
     weight, injected, uptake = phantom.weight_kg, phantom.injected_activity_Bq[tracer], phantom.uptake_time_s[tracer]
@@ -332,15 +399,17 @@ def simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) ->
     mu = ct_to_mu(torch.from_numpy(ct_hu), PET_ENERGY_KEV, air_below_hu=params["ct_air_below_hu"])
     nac_p, ac_p = pet_system(phantom.labels.shape, phantom.spacing_mm, params["n_angles"], mu)
     sf, rf = sample_param(rng, params["scatter_fraction"]), sample_param(rng, params["randoms_fraction"])
+    trues = sample_log_param(rng, params["trues_per_4mm_slice"])
+    psf = sample_param(rng, params["psf_fwhm_mm"]) if params["psf_fwhm_mm"] is not None else None
     data = simulate_pet(
         torch.from_numpy(phantom.activity[tracer]) * decay,
         nac_p,
         ac_p,
-        trues_per_4mm_slice=float(params["trues_per_4mm_slice"]),
+        trues_per_4mm_slice=trues,
         scatter_fraction=sf,
         randoms_fraction=rf,
         scatter_fwhm_mm=tuple(params["scatter_fwhm_mm"]),
-        psf_fwhm_mm=params["psf_fwhm_mm"],
+        psf_fwhm_mm=psf,
         generator=torch_generator(rng),
     )
     attributes = {
@@ -349,7 +418,10 @@ def simulate_pet_subject(rng: np.random.Generator, params: Mapping[str, Any]) ->
         "uptake_time_s": float(uptake),
         "tracer": tracer,
         "units": "SUV",
-        "trues_per_4mm_slice": float(params["trues_per_4mm_slice"]),
+        "trues_per_4mm_slice": trues,
+        "psf_fwhm_mm": psf,
+        "spacing_mm": [float(v) for v in phantom.spacing_mm],
+        "phantom_variety": params["phantom_variety"],
         "total_trues": float(data.trues.sum()),
         "scatter_fraction": sf,
         "randoms_fraction": rf,

@@ -2,19 +2,110 @@
 
 Two generators build one subject each from a seed:
 
-- :func:`make_torso_phantom`: upper chest to pelvis (default 128 x 128 x 96 voxels of 4 mm, a
+- :func:`make_torso_phantom`: neck base to upper thighs (default 128 x 128 x 96 voxels of 4 mm, a
   512 x 512 x 384 mm field of view): body outline, subcutaneous and visceral fat, muscle,
   lungs with vessel and density texture, airways, heart (myocardium and blood pool), aorta,
-  liver, spleen, kidneys, bladder, bowel with gas, spine (vertebral bodies with cortical shell and
-  trabecular core, posterior elements), ribs, sternum, clavicles, scapulae, pelvis, femoral heads.
+  liver, spleen, kidneys, bladder, bowel with gas, brown-fat depots, spine (vertebral bodies with
+  cortical shell and trabecular core, posterior elements), ribs, sternum, clavicles, scapulae,
+  pelvis, femora, and arms (humerus, radius and ulna in muscle and fat) unless they are raised.
 - :func:`make_head_phantom`: head and upper neck (default 128^3 voxels of 2 mm): scalp, skull
   (outer and inner tables with diploe), skull base, grey and white matter with folded cortex,
   ventricles, cerebellum, brainstem, eyes, paranasal sinuses and mastoid air cells, nasal cavity,
   pharynx, maxilla, mandible, cervical spine, salivary glands.
 
 Every organ is a smooth ellipsoid, superellipse or tube whose size, position and rotation are
-perturbed per subject, and whose surface is bent by a smooth random field. Lesions (5-30 mm, random
-number and place) are spheroids clipped to their host organ; each has its own label id >= 100.
+perturbed per subject, and whose surface is bent by a smooth random field. Lesions (random number
+and place) are spheroids clipped to their host organ; each has its own label id >= 100.
+
+Torso families
+--------------
+A torso subject is drawn from a family of subjects, a :class:`TorsoVariety` of sampling ranges:
+``"training"`` (:data:`TRAINING_VARIETY`) for every training and validation set, and ``"shifted"``
+(:data:`SHIFTED_VARIETY`), an out-of-distribution family that no training uses, to test how a
+network copes with torsos made differently. Each shifted range lies outside the training range
+(both sides where both make sense; one interval of a union is picked with equal probability, then
+a value uniformly inside it), and the shifted family draws combinations training never draws
+(arms always down, myocardium always at an extreme, brown fat always active). Every sampled
+value is recorded in ``Phantom.params`` under the name in the first column.
+
+=========================  ==========================  ==================================  ========================
+parameter (params key)     training                    shifted                             unit
+=========================  ==========================  ==================================  ========================
+weight (``weight_kg``)     20-150                      15-20 or 150-190                    kg (``Phantom.weight_kg``)
+``height_scale``           0.94-1.06                   0.88-0.94 or 1.06-1.12              x adult height
+``adiposity``              0.7-1.3                     0.4-0.7 or 1.3-1.8                  x fat per BMI excess
+``shoulder_scale``         0.92-1.12                   0.82-0.92 or 1.12-1.22              x upper-chest width
+``waist_scale``            0.88-1.15                   0.78-0.88 or 1.15-1.28              x abdomen width, depth
+``aspect_scale``           0.82-1.2                    0.72-0.82 or 1.2-1.4                x AP/lateral (about 0.65)
+``arms_mode``              separate 0.4, touching      separate 0.5, touching 0.5,         probability
+                           0.35, raised 0.25           raised 0
+``arm_gap_mm``             10-40                       40-80                               mm air (separate arms)
+``lung_scale``             0.84-1.03                   0.70-0.84                           x ribcage size
+``lung_apex_mm``           205-240                     185-205 or 240-255                  mm height (anatomy)
+``diaphragm_mm``           15-65                       -5-15 or 65-85                      mm height, right dome
+``diaphragm_lr_mm``        0-25                        -20-0 or 25-40                      mm right above left
+``soft_hu_offset``         -8-8                        -20 - -8 or 8-20                    HU added
+``bone_hu_scale``          0.82-1.14                   0.68-0.82 or 1.14-1.35              x bone HU
+``lung_suv``               0.35-0.9                    0.2-0.35 or 0.9-1.8                 FDG SUV
+``myocardium_high``        probability 0.6             probability 0.5                     -
+``myocardium_suv``         low 1-2, high 4-12          low 0.5-1, high 12-20               FDG SUV
+``bladder_fill``           0-1                         1-1.4                               fraction (10-500 mL)
+``bladder_suv``            5-60                        60-150                              FDG SUV
+``bowel_uptake``           0.8-3                       3-5                                 x other soft tissue (FDG)
+``brown_fat``              probability 0.25            probability 1                       -
+``brown_fat_suv``          3-15                        15-25                               FDG SUV when active
+lesion ``diameter_mm``     4-30                        2.5-4 or 30-45                      mm (nominal)
+lesion ``suv`` FDG         3-20                        1.5-3 or 20-40                      SUV, log-uniform
+lesion ``suv`` Lu177       5-50                        2-5 or 50-100                       SUV, log-uniform
+lesion ``suv`` Tc99m       bone 2-8, other 0.8-1.5     bone 1.2-2 or 8-15,                 x host organ
+                                                       other 0.5-0.8 or 1.5-2.5
+lesion ``organ``           liver .22, lung .18,        liver .1, lung .25, trabecular .2,  probability
+                           trabecular bone .14,        cortical .15, soft tissue .1,
+                           cortical bone .05, soft     spleen .05, kidneys .025 each,
+                           tissue .14, spleen .05,     muscle .05, fat .05
+                           kidneys .04 each, muscle
+                           .08, fat .06
+=========================  ==========================  ==================================  ========================
+
+How the parameters act:
+
+- Body size: anatomy is defined for an adult in "anatomy millimetres"; the whole subject is drawn
+  at ``stature_scale`` = (min(weight, 55 kg) / 55 kg)^0.4 x ``height_scale`` (a 20 kg child at
+  about 2/3 of adult size, organs, bones and lengths included), the lateral frame grows as
+  (weight / 75 kg)^0.12 above 55 kg. Subcutaneous fat ``fat_mm`` (image mm, thicker at the
+  abdomen and hips) is 2 + 1.1 x (BMI - 17) x ``adiposity`` for a height of 1.72 m x stature,
+  clipped to 2.5-55 mm; ``visceral_fat_fraction`` (of the abdominal cavity) grows with weight x
+  adiposity up to 0.65. ``trunk_width_mm`` and ``trunk_depth_mm`` record the result at the navel.
+  Heights (``lung_apex_mm``, ``diaphragm_mm``) are anatomy millimetres above the subject's origin
+  (about the lower chest), i.e. image millimetres / ``stature_scale``.
+- Arms (``arms_mode``): "separate" arms hang beside the trunk at ``arm_gap_mm`` of air (measured
+  on the image from the trunk's outline in the rows of the arm, so it holds after voxelisation),
+  "touching" arms rest against it (``arm_gap_mm`` 0), "raised" arms lie outside the field of view
+  (``arm_gap_mm`` None). Each arm has skin line and subcutaneous fat, muscle, a humerus and a
+  radius and ulna (cortical shell, marrow); it is clipped where it leaves the field of view
+  (large subjects). ``arm_right_x_mm`` / ``arm_left_x_mm`` record the shoulders' lateral
+  positions and ``arm_y_mm`` the arms' AP position.
+- Lungs: ``lung_scale`` scales the ribcage inside the chest wall (a smaller ribcage sits in a
+  thicker wall, capped 6 mm inside the muscle outline), ``lung_apex_mm`` is the apex height, the
+  lung bases follow the diaphragm domes at ``diaphragm_mm`` (right) and that minus
+  ``diaphragm_lr_mm`` (left; recorded also as ``z_diaphragm_right`` / ``z_diaphragm_left``). Heart,
+  liver, spleen and kidneys move with the domes.
+- CT: per-tissue values are drawn from :data:`HU_RANGES` (the centre), then ``soft_hu_offset``
+  is added to fat, muscle, brown fat and every soft organ, and cortical and trabecular bone are
+  multiplied by ``bone_hu_scale`` (training: cortical about 900-1600 HU, trabecular 180-376 HU). The
+  final values are in ``params["hu"]``.
+- FDG: lung, myocardium, bladder and (when ``brown_fat``) brown fat take the SUVs of the family;
+  the bowel (abdominal soft tissue) carries a patchy uptake ``bowel_uptake`` x that of the other
+  soft tissue (mediastinum, cord, discs), so the configured soft-tissue SUV is the table's value
+  x (0.6 x bowel_uptake + 0.4), 0.6 being the bowel's nominal share of soft-tissue voxels. Brown
+  fat is its own label (``"brown_fat"``: supraclavicular and axillary pads, paravertebral strips)
+  in every torso; inactive it takes fat-like uptake. Other tracers use :data:`SUV_RANGES`.
+- Lesions: torso lesions are placed in the trunk (not in the arms); a ``cortical_bone`` lesion is
+  centred in cortex and spreads into the adjacent trabecular bone.
+
+``make_torso_phantom(..., arms=True/False)`` forces arms down (separate or touching) or raised;
+every other value of the subject is the same whatever ``arms`` says. Custom families:
+``dataclasses.replace(TRAINING_VARIETY, name="mine", weight_kg=(60, 90))``.
 
 Per subject the generator returns (all arrays [X, Y, Z], X towards the subject's right,
 Y anterior, Z superior, i.e. RAS; float images float32):
@@ -32,13 +123,15 @@ Y anterior, Z superior, i.e. RAS; float images float32):
 
 Activity convention (tested): the mean concentration over an organ's voxels (lesion voxels are
 labelled apart and therefore excluded) equals ``organ_uptake[tracer][organ]`` exactly; inside an
-organ the concentration carries a smooth texture (lung: proportional to local density) whose
-mean over the organ is one. Lesion concentrations are uniform.
+organ the concentration carries a smooth texture (lung: proportional to local density; bowel:
+patchy, ``bowel_uptake`` x the rest of the soft tissue; active brown fat: patchy) whose mean over
+the organ is one. Lesion concentrations are uniform.
 
-Speed: a 128 x 128 x 96 torso or a 128^3 head takes about 1 s on one core; everything is
+Speed: a 128 x 128 x 96 torso or a 128^3 head takes about 0.6 s on one core; everything is
 vectorised numpy. Every random number comes from ``numpy.random.default_rng(seed)``; arrays whose
 size depends on the grid are drawn from child generators, so one seed gives the same subject
-(organ sizes, positions, uptakes) at any shape and spacing, only textures and noise differ.
+(every value in ``params`` above, organ sizes, positions, uptakes) at any shape and spacing, only
+textures and noise differ (and the arms' exact placement, which keeps the gap on the voxel grid).
 Geometry is evaluated in float64 so label maps do not depend on SIMD rounding.
 
 Visual check: ``python -m common.simulation.phantoms OUT_DIR [n]`` writes montages of n subjects.
@@ -59,6 +152,11 @@ __all__ = [
     "TRACERS",
     "TORSO_LABELS",
     "HEAD_LABELS",
+    "ARMS_MODES",
+    "TorsoVariety",
+    "TRAINING_VARIETY",
+    "SHIFTED_VARIETY",
+    "VARIETIES",
     "Phantom",
     "make_torso_phantom",
     "make_head_phantom",
@@ -82,6 +180,7 @@ LABELS: dict[str, int] = {
     "cortical_bone": 13,
     "trabecular_bone": 14,
     "bowel_gas": 15,
+    "brown_fat": 16,  # brown-adipose depots (supraclavicular, axillary, paravertebral); FDG-hot when active
     "grey_matter": 20,  # cortex and deep nuclei
     "white_matter": 21,
     "csf": 22,
@@ -101,6 +200,7 @@ TORSO_LABELS = tuple(
     for n in (
         "background", "fat", "muscle", "soft_tissue", "lung", "airway", "myocardium", "blood_pool", "liver",
         "spleen", "kidney_right", "kidney_left", "bladder", "cortical_bone", "trabecular_bone", "bowel_gas",
+        "brown_fat",
     )
 )  # fmt: skip
 HEAD_LABELS = tuple(
@@ -134,6 +234,7 @@ HU_RANGES: dict[str, tuple[float, float]] = {
     "cortical_bone": (1100.0, 1400.0),
     "trabecular_bone": (220.0, 330.0),
     "bowel_gas": (-1000.0, -980.0),
+    "brown_fat": (-90.0, -60.0),  # more water and cells than white fat
     "grey_matter": (36.0, 44.0),
     "white_matter": (24.0, 32.0),
     "csf": (2.0, 12.0),
@@ -163,6 +264,7 @@ MR_T1: dict[str, float] = {
     "cortical_bone": 0.03,
     "trabecular_bone": 0.50,
     "bowel_gas": 0.0,
+    "brown_fat": 0.75,
     "grey_matter": 0.45,
     "white_matter": 0.66,
     "csf": 0.08,
@@ -201,6 +303,7 @@ SUV_RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "cortical_bone": (0.3, 0.6),
         "trabecular_bone": (1.0, 2.0),
         "bowel_gas": (0.0, 0.0),
+        "brown_fat": (0.3, 0.6),  # inactive; active depots: TorsoVariety.brown_fat_suv
         "grey_matter": (7.0, 10.0),
         "white_matter": (2.5, 3.5),
         "csf": (0.1, 0.3),
@@ -226,6 +329,7 @@ SUV_RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "cortical_bone": (2.0, 4.0),
         "trabecular_bone": (3.5, 7.0),
         "bowel_gas": (0.0, 0.0),
+        "brown_fat": (0.1, 0.2),
         "grey_matter": (0.05, 0.15),
         "white_matter": (0.05, 0.15),
         "csf": (0.05, 0.15),
@@ -251,6 +355,7 @@ SUV_RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "cortical_bone": (0.05, 0.1),
         "trabecular_bone": (0.1, 0.3),
         "bowel_gas": (0.0, 0.0),
+        "brown_fat": (0.02, 0.05),
         "grey_matter": (0.01, 0.04),
         "white_matter": (0.01, 0.04),
         "csf": (0.01, 0.04),
@@ -277,6 +382,184 @@ UPTAKE_TIME_S = {"FDG": (3000.0, 4200.0), "Tc99m-agent": (9000.0, 14400.0), "Lu1
 _N_LABEL_SLOTS = 256  # lookup tables sized for every base label and up to 156 lesions
 _MAX_LESIONS = _N_LABEL_SLOTS - LESION_ID_START
 
+# --------------------------------------------------------------------------------------------
+# Torso families: sampling ranges of the subject-level parameters
+# --------------------------------------------------------------------------------------------
+
+#: Arm positions a torso subject can have (``Phantom.params["arms_mode"]``).
+ARMS_MODES = ("separate", "touching", "raised")
+
+Ranges = tuple[tuple[float, float], ...]
+"""A union of closed intervals ``((lo, hi), ...)``; one interval is picked with equal probability,
+then a value uniformly inside it (log-uniformly for the lesion uptakes). Every draw takes exactly one
+number from the subject's random stream, however many intervals there are."""
+
+#: Names of the range fields of :class:`TorsoVariety` (each a :data:`Ranges`).
+_RANGE_FIELDS = (
+    "weight_kg", "height_scale", "adiposity", "shoulder_scale", "waist_scale", "aspect_scale", "arm_gap_mm",
+    "lung_scale", "lung_apex_mm", "diaphragm_mm", "diaphragm_lr_mm", "soft_hu_offset", "bone_hu_scale",
+    "lung_suv", "myocardium_low_suv", "myocardium_high_suv", "bladder_fill", "bladder_suv", "bowel_uptake",
+    "brown_fat_suv", "lesion_diameter_mm", "lesion_suv_fdg", "lesion_suv_lu177", "lesion_ratio_tc_bone",
+    "lesion_ratio_tc_soft",
+)  # fmt: skip
+_LOG_FIELDS = ("lesion_suv_fdg", "lesion_suv_lu177")
+_TORSO_LESION_HOST_NAMES = (
+    "liver", "lung", "trabecular_bone", "cortical_bone", "soft_tissue", "spleen", "kidney_right", "kidney_left",
+    "muscle", "fat",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TorsoVariety:
+    """Sampling ranges of one family of torso subjects (the table in the module docstring).
+
+    Every range field is a :data:`Ranges` (a plain ``(lo, hi)`` pair is accepted and stored as
+    ``((lo, hi),)``); units are in the field's name or in the table. Lengths that place anatomy
+    (``lung_apex_mm``, ``diaphragm_mm``, ``diaphragm_lr_mm``) are in the adult-size anatomy frame,
+    which the subject's ``stature_scale`` shrinks or stretches; ``arm_gap_mm`` and
+    ``lesion_diameter_mm`` are image millimetres. Build a variant with :func:`dataclasses.replace`,
+    e.g. ``replace(TRAINING_VARIETY, name="no_arms", arms_probabilities=(0, 0, 1))``.
+
+    Attributes:
+        name: family name, stored as ``Phantom.params["family"]``.
+        arms_probabilities: probabilities of the :data:`ARMS_MODES` (separate with an air gap,
+            touching the trunk, raised out of the field of view); normalised, so they need not sum to 1.
+        myocardium_high_probability: probability of a high (non-suppressed) FDG myocardium.
+        brown_fat_probability: probability of FDG-active brown fat.
+        lesion_hosts: ``((organ, probability), ...)`` where torso lesions are placed (normalised).
+            ``"cortical_bone"`` lesions are centred in cortex and may spread into the adjacent
+            trabecular bone; every other host clips its lesion to itself.
+    """
+
+    name: str = "custom"
+    weight_kg: Ranges = ((20.0, 150.0),)
+    height_scale: Ranges = ((0.94, 1.06),)
+    adiposity: Ranges = ((0.7, 1.3),)
+    shoulder_scale: Ranges = ((0.92, 1.12),)
+    waist_scale: Ranges = ((0.88, 1.15),)
+    aspect_scale: Ranges = ((0.82, 1.2),)
+    arms_probabilities: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    arm_gap_mm: Ranges = ((10.0, 40.0),)
+    lung_scale: Ranges = ((0.84, 1.03),)
+    lung_apex_mm: Ranges = ((205.0, 240.0),)
+    diaphragm_mm: Ranges = ((15.0, 65.0),)
+    diaphragm_lr_mm: Ranges = ((0.0, 25.0),)
+    soft_hu_offset: Ranges = ((-8.0, 8.0),)
+    bone_hu_scale: Ranges = ((0.82, 1.14),)
+    lung_suv: Ranges = ((0.35, 0.9),)
+    myocardium_high_probability: float = 0.6
+    myocardium_low_suv: Ranges = ((1.0, 2.0),)
+    myocardium_high_suv: Ranges = ((4.0, 12.0),)
+    bladder_fill: Ranges = ((0.0, 1.0),)
+    bladder_suv: Ranges = ((5.0, 60.0),)
+    bowel_uptake: Ranges = ((0.8, 3.0),)
+    brown_fat_probability: float = 0.25
+    brown_fat_suv: Ranges = ((3.0, 15.0),)
+    lesion_diameter_mm: Ranges = ((4.0, 30.0),)
+    lesion_suv_fdg: Ranges = ((3.0, 20.0),)
+    lesion_suv_lu177: Ranges = ((5.0, 50.0),)
+    lesion_ratio_tc_bone: Ranges = ((2.0, 8.0),)
+    lesion_ratio_tc_soft: Ranges = ((0.8, 1.5),)
+    lesion_hosts: tuple[tuple[str, float], ...] = (
+        ("liver", 0.22), ("lung", 0.18), ("trabecular_bone", 0.14), ("cortical_bone", 0.05), ("soft_tissue", 0.14),
+        ("spleen", 0.05), ("kidney_right", 0.04), ("kidney_left", 0.04), ("muscle", 0.08), ("fat", 0.06),
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"TorsoVariety.name must be a non-empty str, got {self.name!r}")
+        for f in _RANGE_FIELDS:
+            object.__setattr__(self, f, _as_ranges(f, getattr(self, f), positive=f in _LOG_FIELDS))
+        for f in ("myocardium_high_probability", "brown_fat_probability"):
+            v = getattr(self, f)
+            if not (isinstance(v, (int, float)) and 0.0 <= float(v) <= 1.0):
+                raise ValueError(f"TorsoVariety.{f} must be a probability in [0, 1], got {v!r}")
+        p = tuple(float(v) for v in self.arms_probabilities)
+        if len(p) != len(ARMS_MODES) or min(p) < 0 or sum(p) <= 0 or not all(math.isfinite(v) for v in p):
+            raise ValueError(f"TorsoVariety.arms_probabilities must be 3 non-negative numbers {ARMS_MODES} with a positive sum, got {self.arms_probabilities!r}")
+        object.__setattr__(self, "arms_probabilities", p)
+        hosts = tuple((str(h), float(w)) for h, w in self.lesion_hosts)
+        bad = [h for h, w in hosts if h not in _TORSO_LESION_HOST_NAMES or not (w >= 0)]
+        if bad or not hosts or sum(w for _, w in hosts) <= 0:
+            raise ValueError(f"TorsoVariety.lesion_hosts must weight organs of {_TORSO_LESION_HOST_NAMES} with a positive sum, got {self.lesion_hosts!r}")
+        object.__setattr__(self, "lesion_hosts", hosts)
+
+
+def _as_ranges(name: str, value, positive: bool = False) -> Ranges:
+    try:
+        if len(value) == 2 and all(isinstance(v, (int, float, np.integer, np.floating)) for v in value):
+            value = (value,)
+        out = tuple((float(lo), float(hi)) for lo, hi in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"TorsoVariety.{name} must be (lo, hi) or a tuple of (lo, hi) intervals, got {value!r}") from None
+    if not out or not all(math.isfinite(lo) and math.isfinite(hi) and lo <= hi and (lo > 0 or not positive) for lo, hi in out):
+        raise ValueError(f"TorsoVariety.{name} needs finite intervals with lo <= hi{' > 0' if positive else ''}, got {value!r}")
+    return out
+
+
+#: The family every shipped training and validation set draws from.
+TRAINING_VARIETY = TorsoVariety(name="training")
+
+#: Out-of-distribution test family: every range lies beyond the training range (on both sides where
+#: both make sense), and combinations training never draws (arms always down, never raised; the
+#: myocardium always at an extreme; brown fat always active). No training uses it.
+SHIFTED_VARIETY = TorsoVariety(
+    name="shifted",
+    weight_kg=((15.0, 20.0), (150.0, 190.0)),
+    height_scale=((0.88, 0.94), (1.06, 1.12)),
+    adiposity=((0.4, 0.7), (1.3, 1.8)),
+    shoulder_scale=((0.82, 0.92), (1.12, 1.22)),
+    waist_scale=((0.78, 0.88), (1.15, 1.28)),
+    aspect_scale=((0.72, 0.82), (1.2, 1.4)),
+    arms_probabilities=(0.5, 0.5, 0.0),
+    arm_gap_mm=((40.0, 80.0),),
+    lung_scale=((0.7, 0.84),),
+    lung_apex_mm=((185.0, 205.0), (240.0, 255.0)),
+    diaphragm_mm=((-5.0, 15.0), (65.0, 85.0)),
+    diaphragm_lr_mm=((-20.0, 0.0), (25.0, 40.0)),
+    soft_hu_offset=((-20.0, -8.0), (8.0, 20.0)),
+    bone_hu_scale=((0.68, 0.82), (1.14, 1.35)),
+    lung_suv=((0.2, 0.35), (0.9, 1.8)),
+    myocardium_high_probability=0.5,
+    myocardium_low_suv=((0.5, 1.0),),
+    myocardium_high_suv=((12.0, 20.0),),
+    bladder_fill=((1.0, 1.4),),
+    bladder_suv=((60.0, 150.0),),
+    bowel_uptake=((3.0, 5.0),),
+    brown_fat_probability=1.0,
+    brown_fat_suv=((15.0, 25.0),),
+    lesion_diameter_mm=((2.5, 4.0), (30.0, 45.0)),
+    lesion_suv_fdg=((1.5, 3.0), (20.0, 40.0)),
+    lesion_suv_lu177=((2.0, 5.0), (50.0, 100.0)),
+    lesion_ratio_tc_bone=((1.2, 2.0), (8.0, 15.0)),
+    lesion_ratio_tc_soft=((0.5, 0.8), (1.5, 2.5)),
+    lesion_hosts=(
+        ("liver", 0.1), ("lung", 0.25), ("trabecular_bone", 0.2), ("cortical_bone", 0.15), ("soft_tissue", 0.1),
+        ("spleen", 0.05), ("kidney_right", 0.025), ("kidney_left", 0.025), ("muscle", 0.05), ("fat", 0.05),
+    ),
+)  # fmt: skip
+
+#: Torso families by name: ``make_torso_phantom(..., variety="shifted")``.
+VARIETIES: dict[str, TorsoVariety] = {"training": TRAINING_VARIETY, "shifted": SHIFTED_VARIETY}
+
+
+def _draw(rng: np.random.Generator, ranges: Ranges) -> float:
+    """One value from a union of intervals: interval with equal probability, then uniform in it.
+
+    Takes one number from ``rng`` (so the stream does not depend on the number of intervals); for
+    one interval this equals ``rng.uniform(lo, hi)``.
+    """
+    u = float(rng.random()) * len(ranges)
+    k = min(int(u), len(ranges) - 1)
+    lo, hi = ranges[k]
+    return lo + (u - k) * (hi - lo)
+
+
+def _draw_log(rng: np.random.Generator, ranges: Ranges) -> float:
+    """Log-uniform counterpart of :func:`_draw` (one number from ``rng``)."""
+    return float(np.exp(_draw(rng, tuple((math.log(lo), math.log(hi)) for lo, hi in ranges))))
+
+
 
 @dataclass
 class Phantom:
@@ -292,16 +575,22 @@ class Phantom:
         lesions: one dict per lesion: ``id``, ``organ`` (host), ``centre_mm`` (RAS, affine frame),
             ``diameter_mm`` (nominal; the spheroid is clipped to its host organ), ``n_voxels``,
             ``hu``, ``suv`` {tracer: SUV}, ``uptake_ratio`` {tracer: lesion concentration /
-            host-organ configured concentration}. Hosts: liver, lung, trabecular bone, soft tissue
-            (nodes), spleen, kidneys (torso); white/grey matter, cerebellum (head).
-        weight_kg: body weight of the subject (sampled 50-110 kg; not the mass in the field of view).
+            host-organ configured concentration}. Hosts: liver, lung, trabecular and cortical bone,
+            soft tissue (nodes), spleen, kidneys, muscle, fat (torso, :attr:`TorsoVariety.lesion_hosts`);
+            white/grey matter, cerebellum (head).
+        weight_kg: body weight of the subject, the W of SUV (torso: from the family, training
+            20-150 kg; head: 50-110 kg; not the mass in the field of view).
         injected_activity_Bq: tracer -> injected activity (Bq).
         uptake_time_s: tracer -> time from injection to scan (s).
         spacing_mm: voxel size (sx, sy, sz), mm.
         affine: 4x4 RAS affine (mm), volume centred on the origin.
         kind: ``"torso"`` or ``"head"``.
-        params: sampled subject parameters (fat thickness, diaphragm height, HU per tissue,
-            CT noise std in HU, MR noise level, ...) for bookkeeping.
+        params: sampled subject parameters for bookkeeping: for a torso every value of the family
+            table in the module docstring (``family``, ``arms_mode``, ``arm_gap_mm``,
+            ``shoulder_scale``, ``waist_scale``, ``lung_scale``, ``diaphragm_mm``,
+            ``soft_hu_offset``, ``bone_hu_scale``, ``myocardium_suv``, ``brown_fat``, ...) and
+            derived ones (``stature_scale``, ``fat_mm``, ``trunk_width_mm``, ``bladder_mL``, ...);
+            for both kinds the HU per tissue (``hu``), CT noise std in HU, MR noise level.
     """
 
     labels: np.ndarray = field(repr=False)
@@ -417,30 +706,35 @@ class _Grid:
     """Voxel-centre coordinates (mm) in the subject's anatomical frame.
 
     World (affine) coordinates are centred on the volume; the anatomy frame is the world frame
-    rotated about Z by ``yaw_deg`` and shifted by ``shift_mm`` (patient positioning).
+    rotated about Z by ``yaw_deg``, shifted by ``shift_mm`` (patient positioning) and divided by
+    ``scale`` (the subject's stature: anatomy is defined for an adult, a child is the same anatomy
+    at ``scale`` < 1). Anatomy coordinates are "adult-size millimetres"; one of them spans
+    ``scale`` mm of the image.
     """
 
-    def __init__(self, shape, spacing, yaw_deg: float = 0.0, shift_mm=(0.0, 0.0, 0.0)):
+    def __init__(self, shape, spacing, yaw_deg: float = 0.0, shift_mm=(0.0, 0.0, 0.0), scale: float = 1.0):
         self.shape, self.spacing = shape, spacing
         # float64 geometry: a label decided by float32 rounding could differ between CPUs (SIMD
         # transcendental functions differ by an ulp); in float64 such ties are vanishingly rare
         self.world = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(shape, spacing)]
         self.c, self.s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
         self.shift = np.asarray(shift_mm, dtype=np.float64)
+        self.scale = float(scale)
+        k = 1.0 / self.scale  # exactly 1.0 at scale 1, so unscaled grids keep their exact coordinates
         x, y = self.world[0][:, None], self.world[1][None, :]
-        self.X = (self.c * x + self.s * y - self.shift[0])[:, :, None]
-        self.Y = (-self.s * x + self.c * y - self.shift[1])[:, :, None]
-        self.Z = (self.world[2] - self.shift[2])[None, None, :]
+        self.X = ((self.c * x + self.s * y - self.shift[0]) * k)[:, :, None]
+        self.Y = ((-self.s * x + self.c * y - self.shift[1]) * k)[:, :, None]
+        self.Z = ((self.world[2] - self.shift[2]) * k)[None, None, :]
 
     def to_world(self, p) -> np.ndarray:
-        u, v, w = p[0] + self.shift[0], p[1] + self.shift[1], p[2] + self.shift[2]
+        u, v, w = (p[i] * self.scale + self.shift[i] for i in range(3))
         return np.array([self.c * u - self.s * v, self.s * u + self.c * v, w])
 
     def box(self, lo, hi) -> tuple[slice, slice, slice]:
         """Index slices covering the anatomical box [lo, hi] (mm)."""
         corners = np.array([self.to_world((x, y, lo[2])) for x in (lo[0], hi[0]) for y in (lo[1], hi[1])])
         wlo, whi = corners.min(0), corners.max(0)
-        wlo[2], whi[2] = lo[2] + self.shift[2], hi[2] + self.shift[2]
+        wlo[2], whi[2] = lo[2] * self.scale + self.shift[2], hi[2] * self.scale + self.shift[2]
         out = []
         for k in range(3):
             n, sp = self.shape[k], self.spacing[k]
@@ -567,12 +861,6 @@ def _spine(grid, labels, z_top, z_bottom, y_of_z, rx_of_z, ry_of_z, pitch, disc,
 # --------------------------------------------------------------------------------------------
 
 
-def _profile(rng, z, zs, values, jitter) -> np.ndarray:
-    """Piecewise-linear profile over z through control values (each jittered by N(0, jitter))."""
-    v = np.asarray(values, dtype=np.float64) + rng.normal(0, jitter, len(values))
-    return np.interp(z, zs, v)
-
-
 def _superellipse(x, y, a, b_ant, b_post, p_ant, p_post):
     """Normalised radius^p of a superellipse with separate anterior/posterior half-axes."""
     ant = y > 0
@@ -581,45 +869,127 @@ def _superellipse(x, y, a, b_ant, b_post, p_ant, p_post):
     return np.abs(x / a) ** p + np.abs(y / b) ** p
 
 
-def _torso_anatomy(rng: np.random.Generator, grid: _Grid, weight_kg: float, arms: bool):
+def _stature(weight_kg: float, height_scale: float) -> float:
+    """Anatomy scale of a subject: 1 for an adult of average height; children (below 55 kg) shrink
+    as (weight / 55 kg)^0.4 (height of a 20 kg child about 2/3 of an adult's), times ``height_scale``."""
+    return (min(weight_kg, 55.0) / 55.0) ** 0.4 * height_scale
+
+
+def _fat_mm(weight_kg: float, stature: float, adiposity: float) -> float:
+    """Reference subcutaneous fat thickness (image mm) from a BMI-like index: 1.72 m x stature tall."""
+    bmi = weight_kg / (1.72 * stature) ** 2
+    return float(np.clip(2.0 + 1.1 * (bmi - 17.0) * adiposity, 2.5, 55.0))
+
+
+def _sample_torso(rng: np.random.Generator, v: TorsoVariety, weight_kg: float, arms) -> dict:
+    """Every subject-level parameter of a torso from ``v``, in a fixed order of draws.
+
+    All draws happen whatever is forced (``arms``), so forcing one parameter never changes another.
+    """
+    S: dict = {"family": v.name}
+    S["height_scale"] = _draw(rng, v.height_scale)
+    S["stature_scale"] = _stature(weight_kg, S["height_scale"])
+    S["adiposity"] = _draw(rng, v.adiposity)
+    S["fat_mm"] = _fat_mm(weight_kg, S["stature_scale"], S["adiposity"])
+    for k in ("shoulder_scale", "waist_scale", "aspect_scale"):
+        S[k] = _draw(rng, getattr(v, k))
+    # arms: mode, gap, height of the shoulder, y of the arm axis, lengths and girth
+    u_arms = float(rng.random())
+    gap = _draw(rng, v.arm_gap_mm)
+    S["arm_geometry"] = {
+        "z_shoulder": float(rng.uniform(225, 245)), "y": float(rng.normal(-12, 6)), "upper": float(rng.uniform(280, 320)),
+        "fore": float(rng.uniform(240, 270)), "girth": float(rng.uniform(0.9, 1.1)),
+    }  # fmt: skip
+    p = np.asarray(v.arms_probabilities, dtype=np.float64)
+    if arms is True:  # arms down beside the body, in one of the down positions of the family
+        p = p * np.array([1.0, 1.0, 0.0]) if p[:2].sum() > 0 else np.array([0.0, 1.0, 0.0])
+    cum = np.cumsum(p / p.sum())
+    mode = ARMS_MODES[min(int(np.searchsorted(cum, u_arms, side="right")), 2)]
+    if arms is False:
+        mode = "raised"
+    elif isinstance(arms, str):
+        mode = arms
+    S["arms_mode"] = mode
+    S["arm_gap_mm"] = gap if mode == "separate" else (0.0 if mode == "touching" else None)
+    for k in ("lung_scale", "lung_apex_mm", "diaphragm_mm", "diaphragm_lr_mm", "soft_hu_offset", "bone_hu_scale", "lung_suv"):
+        S[k] = _draw(rng, getattr(v, k))
+    u_myo, myo_low, myo_high = float(rng.random()), _draw(rng, v.myocardium_low_suv), _draw(rng, v.myocardium_high_suv)
+    S["myocardium_high"] = u_myo < v.myocardium_high_probability
+    S["myocardium_suv"] = myo_high if S["myocardium_high"] else myo_low
+    for k in ("bladder_fill", "bladder_suv", "bowel_uptake"):
+        S[k] = _draw(rng, getattr(v, k))
+    u_bf, bf_suv = float(rng.random()), _draw(rng, v.brown_fat_suv)
+    S["brown_fat"] = u_bf < v.brown_fat_probability
+    S["brown_fat_suv"] = bf_suv if S["brown_fat"] else None
+    return S
+
+
+def _torso_anatomy(rng: np.random.Generator, grid: _Grid, weight_kg: float, S: dict):
+    """Torso label map in the anatomy frame (adult-size mm; ``grid.scale`` = stature) from the
+    subject parameters ``S`` of :func:`_sample_torso`. Returns labels, bookkeeping params and masks
+    (``trunk``: the body without arms; ``bowel``: abdominal soft tissue)."""
     shape = grid.shape
     labels = np.zeros(shape, dtype=np.int16)
     X, Y, Z = grid.X, grid.Y, grid.Z
     z1 = Z[0, 0].astype(np.float64)
-    t_sh = _shell_t(grid.spacing)
+    t_sh = _shell_t(grid.spacing) / grid.scale  # cortical shells still cover a voxel of the image
     shape_noise = _smooth_noise(rng, shape, grid.spacing, 45.0)[0]
     P: dict = {}
 
-    # --- body outline: lean superellipse + subcutaneous fat growing with weight
-    frame = rng.normal(1.0, 0.04) * (weight_kg / 75.0) ** 0.12
-    fat_mm = float(np.clip(4.0 + 0.32 * (weight_kg - 50.0) * rng.uniform(0.7, 1.3), 3.0, 35.0))
-    P.update(frame=frame, fat_mm=fat_mm)
-    zc = [230.0, 150.0, 60.0, -30.0, -110.0, -200.0, -260.0]
-    a_lean = _profile(rng, z1, zc, [150, 152, 148, 136, 146, 155, 155], 4.0) * frame
-    b_ant_lean = _profile(rng, z1, zc, [92, 98, 98, 92, 88, 85, 85], 4.0) * frame
-    b_post_lean = _profile(rng, z1, zc, [100, 102, 100, 92, 92, 98, 98], 3.0) * frame
-    fat_ant = fat_mm * np.interp(z1, zc, [0.6, 0.7, 0.9, 1.5, 1.5, 1.2, 1.2])
-    fat_lat = fat_mm * np.interp(z1, zc, [0.6, 0.7, 0.9, 1.2, 1.3, 1.4, 1.4])
-    fat_post = 0.8 * fat_mm * np.ones_like(fat_ant)
+    # --- body outline: lean superellipse + subcutaneous fat growing with weight. Control heights run
+    # from the neck (z 320) over the shoulders (265..230), chest, waist (-30..-110) to the hips and
+    # thighs (-200..-400); shoulders, waist and the AP/lateral aspect are per-subject factors
+    frame = rng.normal(1.0, 0.04) * (max(weight_kg, 55.0) / 75.0) ** 0.12
+    fat_mm = S["fat_mm"] / grid.scale
+    P.update(frame=frame, fat_mm=S["fat_mm"])
+    zc = [320.0, 265.0, 230.0, 150.0, 60.0, -30.0, -110.0, -200.0, -260.0, -400.0]
+    v_a = np.array([60, 132, 150, 152, 148, 136, 146, 155, 155, 150], float) + rng.normal(0, 4.0, len(zc))
+    v_ba = np.array([50, 80, 92, 98, 98, 92, 88, 85, 85, 82], float) + rng.normal(0, 4.0, len(zc))
+    v_bp = np.array([55, 88, 100, 102, 100, 92, 92, 98, 98, 95], float) + rng.normal(0, 3.0, len(zc))
+    sh, wa, asp = S["shoulder_scale"], S["waist_scale"], math.sqrt(S["aspect_scale"])
+
+    def outline(z):
+        """Lean half-axes (lateral, anterior, posterior) and fat thickness (ant, lat, post) at heights z."""
+        f_sh = np.interp(z, [60.0, 150.0, 265.0, 320.0], [1.0, 0.5 * (1 + sh), sh, 1.0])
+        f_wa = np.interp(z, [60.0, -30.0, -110.0, -200.0], [1.0, wa, wa, 0.5 * (1 + wa)])
+        a = np.interp(z, zc, v_a) * frame * f_sh * f_wa / asp
+        b_a = np.interp(z, zc, v_ba) * frame * f_wa * asp
+        b_p = np.interp(z, zc, v_bp) * frame * (0.5 * (1 + f_wa)) * asp
+        f_a = fat_mm * np.interp(z, zc, [0.5, 0.6, 0.6, 0.7, 0.9, 1.5, 1.5, 1.2, 1.2, 1.2])
+        f_l = fat_mm * np.interp(z, zc, [0.5, 0.6, 0.6, 0.7, 0.9, 1.2, 1.3, 1.4, 1.4, 1.4])
+        return a, b_a, b_p, f_a, f_l, 0.8 * fat_mm * np.ones_like(f_a)
+
+    a_lean, b_ant_lean, b_post_lean, fat_ant, fat_lat, fat_post = outline(z1)
     p_ant, p_post = rng.uniform(2.1, 2.5), rng.uniform(2.6, 3.2)
     bend = 1.0 + 0.03 * shape_noise  # wobble of the outline
     a_, ba, bp = (v[None, None, :] for v in (a_lean, b_ant_lean, b_post_lean))
     fa, fl, fp = (v[None, None, :] for v in (fat_ant, fat_lat, fat_post))
     body = _superellipse(X, Y, a_ + fl, ba + fa, bp + fp, p_ant, p_post) < bend
     lean = _superellipse(X, Y, a_, ba, bp, p_ant, p_post) < bend
+    # body cavity (ribcage above the diaphragm): lean minus the muscle wall; the chest part is
+    # scaled by lung_scale (a smaller ribcage in a thicker chest wall), never closer than 6 mm to the
+    # lean outline; it ends at the pelvic floor (thighs below are muscle)
     m_lat, m_ant, m_post = rng.uniform(9, 14), rng.uniform(9, 14), rng.uniform(14, 20)
-    cavity = _superellipse(X, Y, a_ - m_lat, ba - m_ant, bp - m_post, p_ant, 2.4) < 1.0
+    g = np.interp(z1, [-40.0, 40.0], [1.0, S["lung_scale"]])
+    ca = np.minimum((a_lean - m_lat) * g, a_lean - 6.0)
+    cba = np.minimum((b_ant_lean - m_ant) * g, b_ant_lean - 6.0)
+    cbp = np.minimum((b_post_lean - m_post) * g, b_post_lean - 8.0)
+    z_floor = -228.0
+    cavity = (_superellipse(X, Y, ca[None, None, :], cba[None, None, :], cbp[None, None, :], p_ant, 2.4) < 1.0) & (Z > z_floor)
     labels[body] = LABELS["fat"]
     labels[lean] = LABELS["muscle"]
     labels[cavity] = LABELS["soft_tissue"]
+    o = outline(np.array([-60.0]))  # at the navel
+    P.update(trunk_width_mm=float(2 * (o[0] + o[4])[0] * grid.scale), trunk_depth_mm=float((o[1] + o[3] + o[2] + o[5])[0] * grid.scale))
 
-    # --- spine line (vertebral body centre ~70 mm in front of the lean back surface)
+    # --- spine line (vertebral body centre ~70 mm in front of the lean back surface; ~35 mm in the neck)
     kyph = lambda z: np.interp(z, [-260, -120, 0, 120, 240], [4, 6, 0, -6, -2])  # noqa: E731
-    y_spine = lambda z: (-np.interp(z, z1, b_post_lean) + 70.0 * frame + kyph(z))  # noqa: E731
+    d_spine = lambda z: np.interp(z, [265.0, 320.0], [70.0, 35.0])  # noqa: E731
+    y_spine = lambda z: (-np.interp(z, z1, b_post_lean) + d_spine(z) * frame + kyph(z))  # noqa: E731
 
     # --- diaphragm: two domes; the lungs sit above, abdomen below
-    z_dr = rng.uniform(30, 55)
-    z_dl = z_dr - rng.uniform(5, 15)
+    z_dr = S["diaphragm_mm"]
+    z_dl = z_dr - S["diaphragm_lr_mm"]
     P.update(z_diaphragm_right=z_dr, z_diaphragm_left=z_dl)
     dome_r = z_dr - 0.009 * (X - 55) ** 2 - 0.0075 * (Y - 10) ** 2
     dome_l = z_dl - 0.009 * (X + 55) ** 2 - 0.0075 * (Y - 10) ** 2
@@ -629,15 +999,17 @@ def _torso_anatomy(rng: np.random.Generator, grid: _Grid, weight_kg: float, arms
 
     # --- abdominal contents: bowel (soft tissue) with visceral fat and gas
     vf, gas = _smooth_noise(rng, shape, grid.spacing, 14.0, 2)
-    vfat_frac = float(np.clip(0.1 + 0.006 * (weight_kg - 50) + rng.normal(0, 0.04), 0.05, 0.6))
+    vfat_frac = float(np.clip(0.1 + 0.006 * (weight_kg - 50) * S["adiposity"] + rng.normal(0, 0.04), 0.05, 0.65))
+    P["visceral_fat_fraction"] = vfat_frac
     thr = float(np.quantile(vf[::4, ::4, ::4], 1 - vfat_frac))
     labels[abdomen & (vf > thr)] = LABELS["fat"]
     labels[abdomen & (gas > 2.3) & (Z < zd - 25) & (Z > -185)] = LABELS["bowel_gas"]
 
     # --- lungs: cavity above the diaphragm minus a mediastinal band, capped at the apex
     med_half = 14.0 + 8.0 * shape_noise  # mediastinal half-width, mm
+    apex = S["lung_apex_mm"]
     for side in (1, -1):
-        sl, f_cap = _ellipsoid(grid, (side * 75, 0, 80), (120, 140, 145))
+        sl, f_cap = _ellipsoid(grid, (side * 75, 0, 80), (120, 140, apex - 80.0))
         m = (f_cap < 1) & thorax[sl] & (side * X[sl[0], sl[1]] > med_half[sl])
         _paint(labels, sl, m, "lung")
 
@@ -716,8 +1088,9 @@ def _torso_anatomy(rng: np.random.Generator, grid: _Grid, weight_kg: float, arms
         sl, f = _ellipsoid(grid, k_c, k_ax, k_rot)
         _paint(labels, sl, (f < 1 + 0.05 * shape_noise[sl]) & cavity[sl], name)
 
-    # --- bladder
-    b_ax = np.array([45.0, 38.0, 35.0]) * rng.uniform(0.7, 1.2)
+    # --- bladder: empty (about 10 mL) to full (about 500 mL) with bladder_fill 0..1
+    b_ax = np.array([45.0, 38.0, 35.0]) * (0.35 + 0.9 * S["bladder_fill"]) * rng.uniform(0.9, 1.1)
+    P["bladder_mL"] = float(4 / 3 * math.pi * np.prod(b_ax) * grid.scale**3 / 1000.0)  # nominal, before clipping
     b_c = (rng.normal(0, 5), rng.normal(38, 6), -178 + b_ax[2] * 0.6)
     sl, f = _ellipsoid(grid, b_c, b_ax, (rng.normal(0, 5), 0, 0))
     _paint(labels, sl, (f < 1) & cavity[sl], "bladder")
@@ -733,9 +1106,9 @@ def _torso_anatomy(rng: np.random.Generator, grid: _Grid, weight_kg: float, arms
 
     # --- bones
     _spine(
-        grid, labels, z_top=260.0, z_bottom=-150.0, y_of_z=y_spine,
-        rx_of_z=lambda z: np.interp(z, [-150, 0, 200], [25, 22, 16]) * frame,
-        ry_of_z=lambda z: np.interp(z, [-150, 0, 200], [18, 16, 13]) * frame,
+        grid, labels, z_top=340.0, z_bottom=-150.0, y_of_z=y_spine,
+        rx_of_z=lambda z: np.interp(z, [-150, 0, 200, 300], [25, 22, 16, 13]) * frame,
+        ry_of_z=lambda z: np.interp(z, [-150, 0, 200, 300], [18, 16, 13, 11]) * frame,
         pitch=rng.uniform(27, 31), disc=rng.uniform(6, 8), t=t_sh,
     )  # fmt: skip
     # sacrum: tilted wedge behind the bladder
@@ -766,31 +1139,58 @@ def _torso_anatomy(rng: np.random.Generator, grid: _Grid, weight_kg: float, arms
         _paint(labels, sl, (fo < 1) & (fi >= 1) & (z > fh[2] - 5), "cortical_bone")
         _bone_ellipsoid(grid, labels, fh, (24, 24, 24), (0, 0, 0), t_sh)
         _rod(grid, labels, fh, (side * 125 * frame, -5, fh[2] - 20), 15, t_sh)
+        _rod(grid, labels, (side * 125 * frame, -5, fh[2] - 20), (side * 112 * frame, 5, -460), 14, t_sh)  # femoral shaft
         _rod(grid, labels, (side * 10, 70, fh[2]), (side * 75 * frame, 40, fh[2] + 8), 10, t_sh)
     # ribs: 12 curved rods per side, falling anteriorly; lower ones shorter
-    _ribs(grid, labels, rng, (a_lean - m_lat, b_ant_lean - m_ant, b_post_lean - m_post, p_ant), y_spine, t_sh)
+    _ribs(grid, labels, rng, (ca, cba, cbp, p_ant), y_spine, t_sh)
     # sternum, clavicles, scapulae
     z_st = rng.uniform(200, 215)
     sl = grid.box((-30, 0, 50), (30, 200, z_st))
     x, y, z = grid.sub(sl)
-    y_front = np.interp(z, z1, b_ant_lean) - m_ant
+    y_front = np.interp(z, z1, cba)
     half_w = np.interp(z, [50, 150, 215], [8, 14, 24])
     fo = (x / half_w) ** 2 + ((y - (y_front - 1)) / 8.0) ** 2
     fi = (x / np.maximum(half_w - t_sh, 0.5)) ** 2 + ((y - (y_front - 1)) / max(8.0 - t_sh, 0.5)) ** 2
     zmask = (z < z_st) & (z > z_dl + rng.uniform(15, 30))
     _bone(labels, sl, np.where(zmask, fo, 2.0), np.where(zmask, fi, 2.0))
     for side in (1, -1):
-        yf = float(np.interp(z_st, z1, b_ant_lean)) - m_ant
-        _rod(grid, labels, (side * 20, yf - 5, z_st), (side * 140 * frame, yf - 60, z_st + 25), 8, t_sh)
+        yf = float(np.interp(z_st, z1, cba))
+        x_acromion = float(np.interp(z_st + 25, z1, a_lean)) - 10.0
+        _rod(grid, labels, (side * 20, yf - 5, z_st), (side * x_acromion, yf - 60, z_st + 25), 8, t_sh)
         yb = float(np.interp(150, z1, b_post_lean))
         # scapula: a plate on the posterolateral chest wall, outside the rib cage
-        sc_c = (side * 92 * frame, -yb + 26, 150)
+        sc_c = (side * (float(np.interp(150, z1, a_lean)) - 60 * frame), -yb + 26, 150)
         _bone_ellipsoid(grid, labels, sc_c, (55, 7, 70), (rng.normal(0, 4), 0, side * rng.normal(-25, 4)), t_sh, only=("muscle", "fat"))
+    _brown_fat_depots(rng, grid, labels, a_lean, y_spine, frame)
     # air outside the body stays background; remove anything painted outside the outline
     labels[~body] = 0
-    if arms:
-        _arms(grid, labels, a_lean + fat_lat, frame, t_sh)
-    return labels, P
+    trunk = labels > 0
+    # bowel: abdominal soft tissue away from the spine (canal, discs) and above the pelvic floor
+    ys = y_spine(z1)[None, None, :]
+    bowel = abdomen & (labels == LABELS["soft_tissue"]) & ~((np.abs(X) < 40) & (Y < ys + 25))
+    if S["arms_mode"] != "raised":
+        P.update(_arms(grid, labels, S, outline, (p_ant, p_post), frame, fat_mm, t_sh, trunk))
+    return labels, P, {"trunk": trunk, "bowel": bowel}
+
+
+def _brown_fat_depots(rng, grid, labels, a_lean, y_spine, frame) -> None:
+    """Brown-adipose depots in every torso (FDG-active or not: :func:`_sample_torso`): supraclavicular
+    and axillary fat pads and paravertebral strips beside the thoracic vertebral bodies."""
+    z1 = grid.Z[0, 0]
+    j = rng.uniform(0.85, 1.15, 3)
+    for side in (1, -1):
+        y_sc = float(y_spine(np.array([228.0]))[0]) + 40.0
+        sl, f = _ellipsoid(grid, (side * 62 * frame, y_sc, 228), np.array([26.0, 18.0, 22.0]) * j[0])
+        _paint(labels, sl, f < 1, "brown_fat", only=("fat", "muscle", "soft_tissue"))
+        x_ax = float(np.interp(175.0, z1, a_lean)) - 25.0
+        sl, f = _ellipsoid(grid, (side * x_ax, -10, 175), np.array([18.0, 28.0, 26.0]) * j[1])
+        _paint(labels, sl, f < 1, "brown_fat", only=("fat", "muscle"))
+        # paravertebral: beside the thoracic vertebral bodies (posterior mediastinum, at the lung's margin)
+        y0, y1 = (float(y_spine(np.array([z]))[0]) - 4.0 for z in (200.0, 70.0))
+        r = 8.0 * j[2]
+        x0, x1 = 16.0 * frame + 10.0, 19.0 * frame + 10.0  # vertebral half-width at z 200 / 70 plus the depot
+        sl, d, _ = _segment(grid, (side * x0, y0, 200), (side * x1, y1, 70), r)
+        _paint(labels, sl, d < r, "brown_fat", only=("muscle", "fat", "soft_tissue", "lung"))
 
 
 def _ribs(grid, labels, rng, cavity_axes, y_spine, t_sh) -> None:
@@ -840,17 +1240,97 @@ def _ribs(grid, labels, rng, cavity_axes, y_spine, t_sh) -> None:
             _rod(grid, labels, (side * 22, yv - 22, zr), (side * rr * dx, rr * dy, zr - drop * 0.17**1.4), 5.5, t_sh)
 
 
-def _arms(grid, labels, a_body, frame, t_sh) -> None:
-    z1 = grid.Z[0, 0].astype(np.float64)
-    for side in (1, -1):
-        zt, zb = 200.0, -120.0
-        xt = float(np.interp(zt, z1, a_body)) + 48 * frame
-        xb = float(np.interp(zb, z1, a_body)) + 35 * frame
-        sl, d, t = _segment(grid, (side * xt, -10, zt), (side * xb, 0, zb), 50)
-        r_arm = (45 - 10 * t) * frame
-        _paint(labels, sl, d < r_arm, "fat", only=("background",))
-        _paint(labels, sl, d < r_arm - 8, "muscle", only=("fat",))
-        _rod(grid, labels, (side * xt, -10, zt), (side * xb, 0, zb + 40), 12, t_sh)
+def _arms(grid, labels, S, outline, p_body, frame, fat_mm, t_sh, trunk) -> dict:
+    """Arms down beside the trunk: upper arm with humerus, elbow, forearm with radius and ulna.
+
+    Each arm is a lean (muscle) tube in a subcutaneous fat layer whose outer surface is the skin
+    line, bones as cortical shell around marrow; its cross-section in every axial slice is a disc.
+    Below the axilla the arm's axis follows the trunk at the sampled air gap: per slice, the
+    trunk's lateral extent in the rows of the arm (read from the label map, so the outline's
+    wobble counts) plus the arm's radius plus the gap, smoothed (running maximum, then running
+    mean over about 60 mm) so the gap is nowhere smaller than sampled. "Touching" arms are placed
+    6 mm into the trunk outline and, painted only into air, rest against it along their length.
+    Above the axilla the arm is vertical and a deltoid pad joins the shoulder to the trunk.
+    Anything outside the field of view is clipped.
+    """
+    geo = S["arm_geometry"]
+    z1 = grid.Z[0, 0]
+    gap = (S["arm_gap_mm"] if S["arms_mode"] == "separate" else -6.0) / grid.scale
+    y, z_sh = geo["y"], geo["z_shoulder"]
+    z_el = z_sh - geo["upper"]
+    z_wr = z_el - geo["fore"]
+    z_ax = z_sh - 50.0  # axilla: above it the shoulder joins the trunk
+    fat = max(2.0, 0.7 * fat_mm)
+    gi = geo["girth"] * frame
+    # outer radius per slice: shoulder 38, elbow 31 / 31, wrist 22 (x girth) plus fat; round ends
+    r = np.interp(z1, [z_wr, z_el - 1e-6, z_el, z_ax, z_sh], [22 * gi + 0.6 * fat, 31 * gi + 0.8 * fat, 31 * gi + fat, 38 * gi + fat, 38 * gi + fat])
+    r_fat = np.where(z1 < z_el, 0.8 * fat, fat)
+    cap_top, cap_bot = z_sh + 10.0 - r, z_wr - 10.0 + r
+    r = np.sqrt(np.clip(r**2 - np.clip(z1 - cap_top, 0, None) ** 2 - np.clip(cap_bot - z1, 0, None) ** 2, 0.0, None))
+    in_arm = (z1 > z_wr - 10.0) & (z1 < z_sh + 10.0) & (r > 0)
+    if not in_arm.any():
+        return {}
+    a, b_a, b_p, f_a, f_l, f_p = outline(z1)  # analytic outline: for slices where the band holds no trunk
+    b, p = (b_p + f_p, p_body[1]) if y < 0 else (b_a + f_a, p_body[0])
+    half = (a + f_l) * np.clip(1.0 - np.abs(y / b) ** p, 0.0, 1.0) ** (1.0 / p)
+    r_ref = float(r[in_arm].max())
+    band = np.abs(grid.Y - y) < 0.7 * r_ref  # [X, Y, 1]
+    win = max(1, round(60.0 / (grid.spacing[2] / grid.scale)))
+    k = np.arange(len(z1))
+    P: dict = {}
+    for side, tag in ((1, "right"), (-1, "left")):
+        ext = np.where(trunk & band, side * grid.X, -np.inf).max(axis=(0, 1))
+        ext = np.where(np.isfinite(ext), ext, half)
+        x_c = np.where((z1 <= z_ax) & in_arm, ext + r + gap, -np.inf)
+        x_c = np.array([x_c[max(i - win // 2, 0) : i + win // 2 + 1].max() for i in k])  # running maximum
+        x_c = np.where(np.isfinite(x_c), x_c, np.nan)
+        x_c = np.array([np.nanmean(x_c[max(i - win // 2, 0) : i + win // 2 + 1]) if np.isfinite(x_c[i]) else np.nan for i in k])
+        below = np.flatnonzero(np.isfinite(x_c))
+        if below.size == 0:  # only the shoulder is in the field of view: place it from the analytic outline
+            x_top = float(half[-1] + r_ref + gap) if z1[-1] < z_ax else float(np.interp(z_ax, z1, half)) + r_ref + gap
+        else:
+            x_top = float(x_c[below[-1]])
+        P[f"arm_{tag}_x_mm"] = x_top * grid.scale
+        x_c = np.where(z1 > z_ax, x_top, x_c)
+        x_c = np.where(in_arm, x_c, np.nan)
+        xs = x_c[in_arm]
+        sl = grid.box((side * (np.nanmin(xs) - r_ref - 1) if side > 0 else -(np.nanmax(xs) + r_ref + 1), y - r_ref - 1, z_wr - 10.0),
+                      (np.nanmax(xs) + r_ref + 1 if side > 0 else -(np.nanmin(xs) - r_ref - 1), y + r_ref + 1, z_sh + 10.0))  # fmt: skip
+        if any(s_.stop <= s_.start for s_ in sl):
+            continue
+        x, yy, _ = grid.sub(sl)
+        xc, rr, rf = (v[sl[2]][None, None, :] for v in (x_c, r, r_fat))
+        with np.errstate(invalid="ignore"):
+            d = np.sqrt((side * x - xc) ** 2 + (yy - y) ** 2)
+            d = np.where(np.isfinite(d), d, np.inf)
+        view = labels[sl]
+        arm = (d < rr) & (view == 0)
+        view[arm] = LABELS["fat"]
+        view[arm & (d < rr - rf)] = LABELS["muscle"]
+        # bones: humerus (shaft to 12 mm above the elbow), radius and ulna in the forearm
+        zz = z1[sl[2]][None, None, :]
+        t_c = max(t_sh, 3.5)
+        own = arm & (view != LABELS["background"])
+        hum = (zz > z_el + 12) & (zz < z_sh)
+        r_h = 11.0 * gi
+        view[own & hum & (d < r_h)] = LABELS["cortical_bone"]
+        view[own & hum & (d < r_h - t_c)] = LABELS["trabecular_bone"]
+        fore = (zz < z_el - 10) & (zz > z_wr + 10)
+        for dy in (9.0, -9.0):
+            d2 = np.sqrt((side * x - xc) ** 2 + (yy - y - dy * gi) ** 2)
+            view[own & fore & (d2 < 6.5 * gi)] = LABELS["cortical_bone"]
+            view[own & fore & (d2 < 6.5 * gi - t_c)] = LABELS["trabecular_bone"]
+        # deltoid pad over the shoulder joint, reaching the trunk above the axilla; humeral head
+        r0 = 38.0 * gi + fat
+        c = (side * (x_top - 0.3 * (r0 + max(gap, 0.0))), y, z_sh - 5.0)
+        sl, f = _ellipsoid(grid, c, (r0 + 0.5 * max(gap, 0.0) + 10.0, r0, 48.0))
+        view = labels[sl]
+        pad = (f < 1) & (view == 0) & (grid.sub(sl)[2] > z_ax)
+        view[pad] = LABELS["fat"]
+        view[pad & (f < 0.55)] = LABELS["muscle"]
+        _bone_ellipsoid(grid, labels, (side * x_top, y, z_sh), (22, 22, 22), (0, 0, 0), t_c, only=("fat", "muscle"))
+    P["arm_y_mm"] = y * grid.scale
+    return P
 
 
 # --------------------------------------------------------------------------------------------
@@ -1036,13 +1516,20 @@ def _head_anatomy(rng: np.random.Generator, grid: _Grid):
 # Lesions
 # --------------------------------------------------------------------------------------------
 
-_TORSO_LESION_HOSTS = {"liver": 0.3, "lung": 0.2, "trabecular_bone": 0.2, "soft_tissue": 0.15, "spleen": 0.05, "kidney_right": 0.05, "kidney_left": 0.05}
 _HEAD_LESION_HOSTS = {"white_matter": 0.6, "grey_matter": 0.3, "cerebellum": 0.1}
+#: Lesions centred in a host of this table may spread into the listed neighbouring tissues
+#: (a lesion at the cortex is also in the trabecular bone beside it).
+_LESION_SPREAD = {"cortical_bone": ("cortical_bone", "trabecular_bone")}
 
 
-def _add_lesions(rng, grid: _Grid, labels: np.ndarray, hosts: dict[str, float], n: int) -> list[dict]:
+def _add_lesions(
+    rng, grid: _Grid, labels: np.ndarray, hosts: dict[str, float], n: int, diameter_mm=((5.0, 30.0),), allowed: np.ndarray | None = None
+) -> list[dict]:
+    """``n`` spheroid lesions in ``hosts`` (name -> probability); diameters (image mm) from the
+    ranges ``diameter_mm``; centres only where ``allowed`` (default: anywhere in the host)."""
     lesions: list[dict] = []
-    names = [h for h in hosts if np.any(labels == LABELS[h])]
+    host_mask = (lambda hid: labels == hid) if allowed is None else (lambda hid: (labels == hid) & allowed)
+    names = [h for h in hosts if hosts[h] > 0 and np.any(host_mask(LABELS[h]))]
     if not names or n == 0:
         return lesions
     prob = np.array([hosts[h] for h in names])
@@ -1052,11 +1539,14 @@ def _add_lesions(rng, grid: _Grid, labels: np.ndarray, hosts: dict[str, float], 
     for k in range(n):
         host = names[rng.choice(len(names), p=prob)]
         host_id = LABELS[host]
-        idx = np.flatnonzero(labels.ravel() == host_id)
+        idx = np.flatnonzero(host_mask(host_id).ravel())
         if idx.size == 0:
             continue
-        diam = float(rng.uniform(5.0, 30.0))
+        spread = [LABELS[h] for h in _LESION_SPREAD.get(host, (host,))]
+        diam = _draw(rng, diameter_mm)
         ax = 0.5 * diam * rng.uniform(0.85, 1.15, 3)
+        if grid.scale != 1.0:
+            ax = ax / grid.scale  # anatomy units
         rot = rng.uniform(-90, 90, 3)
         best = None
         place = _child(rng)  # how many candidates are tried depends on the grid
@@ -1067,7 +1557,7 @@ def _add_lesions(rng, grid: _Grid, labels: np.ndarray, hosts: dict[str, float], 
             sl, f = _ellipsoid(grid, c, ax, rot)
             inside = f < 1
             view = labels[sl]
-            n_in = int(np.sum(inside & (view == host_id)))
+            n_in = int(np.sum(inside & (view == host_id if len(spread) == 1 else np.isin(view, spread))))
             frac = n_in / max(int(inside.sum()), 1)
             if best is None or frac > best[0]:
                 best = (frac, ijk, centre_w, sl, inside)
@@ -1076,7 +1566,7 @@ def _add_lesions(rng, grid: _Grid, labels: np.ndarray, hosts: dict[str, float], 
         frac, ijk, centre_w, sl, inside = best
         lid = LESION_ID_START + k
         view = labels[sl]
-        view[inside & (view == host_id)] = lid
+        view[inside & (view == host_id if len(spread) == 1 else np.isin(view, spread))] = lid
         labels[tuple(ijk)] = lid  # at least the centre voxel, however small the lesion
         lesions.append({"id": lid, "organ": host, "centre_mm": tuple(float(v) for v in centre_w), "diameter_mm": diam})
     for les in lesions:
@@ -1086,7 +1576,8 @@ def _add_lesions(rng, grid: _Grid, labels: np.ndarray, hosts: dict[str, float], 
 
 def _world_to_anat(grid: _Grid, w) -> np.ndarray:
     x, y = w[0], w[1]
-    return np.array([grid.c * x + grid.s * y - grid.shift[0], -grid.s * x + grid.c * y - grid.shift[1], w[2] - grid.shift[2]])
+    a = np.array([grid.c * x + grid.s * y - grid.shift[0], -grid.s * x + grid.c * y - grid.shift[1], w[2] - grid.shift[2]])
+    return a if grid.scale == 1.0 else a / grid.scale
 
 
 # --------------------------------------------------------------------------------------------
@@ -1104,7 +1595,7 @@ def _lut(values: dict[int, float]) -> np.ndarray:
 def _lesion_hu(rng, host: str, hu: dict[str, float]) -> float:
     if host == "liver":
         return hu["liver"] - rng.uniform(15, 35)  # hypodense metastasis
-    if host == "lung":
+    if host in ("lung", "fat"):
         return rng.uniform(20, 45)  # solid nodule
     if host in ("trabecular_bone", "cortical_bone"):
         return rng.uniform(80, 180) if rng.random() < 0.5 else rng.uniform(550, 900)  # lytic / sclerotic
@@ -1113,10 +1604,30 @@ def _lesion_hu(rng, host: str, hu: dict[str, float]) -> float:
     return hu[host] + rng.uniform(-10, 5)
 
 
-def _images(rng, grid: _Grid, labels, tissues, lesions, weight_kg):
+#: Tissues a subject's ``soft_hu_offset`` shifts (water- and fat-like); bones take ``bone_hu_scale``.
+_SOFT_HU_TISSUES = (
+    "fat", "muscle", "soft_tissue", "myocardium", "blood_pool", "liver", "spleen", "kidney_right", "kidney_left",
+    "bladder", "brown_fat",
+)  # fmt: skip
+#: Nominal share of the bowel in the torso's soft-tissue voxels (measured over training subjects);
+#: the configured FDG soft-tissue mean is base x (share x bowel_uptake + 1 - share), so the bowel
+#: sits near bowel_uptake x base and the other soft tissue near base.
+_BOWEL_SHARE = 0.6
+
+
+def _images(rng, grid: _Grid, labels, tissues, lesions, weight_kg, subject: dict | None = None, masks: dict | None = None):
+    """CT, MR and activity from labels. ``subject`` (torso only): the sampled parameters of
+    :func:`_sample_torso` that modify tissue values, FDG uptake and lesion uptake; ``masks``:
+    ``bowel`` voxels. Without them (head) every value comes from the module tables."""
     shape, spacing = grid.shape, grid.spacing
     names = [LABEL_NAMES[t] for t in tissues]
     hu = {n: float(rng.uniform(*HU_RANGES[n])) for n in names}
+    if subject is not None:
+        for n in names:
+            if n in _SOFT_HU_TISSUES:
+                hu[n] += subject["soft_hu_offset"]
+            elif n in ("cortical_bone", "trabecular_bone"):
+                hu[n] *= subject["bone_hu_scale"]
     for les in lesions:
         les["hu"] = _lesion_hu(rng, les["organ"], hu)
     hu_by_id = {LABELS[n]: v for n, v in hu.items()} | {les["id"]: les["hu"] for les in lesions}
@@ -1147,7 +1658,8 @@ def _images(rng, grid: _Grid, labels, tissues, lesions, weight_kg):
 
     # MR T1: table x per-subject contrast jitter, lesions darker than host, bias field, Rician noise
     t1 = {LABELS[n]: MR_T1[n] * float(rng.uniform(0.92, 1.08)) for n in names}
-    t1 |= {les["id"]: t1[LABELS[les["organ"]]] * float(rng.uniform(0.6, 0.85)) for les in lesions}
+    # lesions darker than their host; a nodule in fat has the signal of soft tissue, not of fat
+    t1 |= {les["id"]: t1[LABELS["muscle" if les["organ"] == "fat" else les["organ"]]] * float(rng.uniform(0.6, 0.85)) for les in lesions}
     mr = _lut(t1)[labels] * (1.0 + 0.03 * tex)
     mr[lung] *= 1.0 + 3.0 * vessel[lung]
     mr *= np.exp(0.15 * bias).astype(np.float32)
@@ -1158,9 +1670,9 @@ def _images(rng, grid: _Grid, labels, tissues, lesions, weight_kg):
     mr = np.sqrt((mr + n1) ** 2 + n2**2).astype(np.float32)
 
     # Activity: SUV per organ (sampled), smooth texture normalised to mean 1 per organ
-    injected = {
-        "FDG": float(np.clip(weight_kg * rng.uniform(3.0, 4.0) * 1e6, 150e6, 450e6)),
-        "Tc99m-agent": float(rng.uniform(550e6, 925e6)),
+    injected = {  # children (below 50 kg): FDG down to 26 MBq, the bone agent scaled with weight
+        "FDG": float(np.clip(weight_kg * rng.uniform(3.0, 4.0) * 1e6, 150e6 if weight_kg >= 50.0 else 26e6, 450e6)),
+        "Tc99m-agent": float(rng.uniform(550e6, 925e6)) * min(1.0, weight_kg / 50.0),
         "Lu177-agent": float(7.4e9 * rng.uniform(0.9, 1.1)),
     }
     uptake_time = {t: float(rng.uniform(*UPTAKE_TIME_S[t])) for t in TRACERS}
@@ -1168,16 +1680,29 @@ def _images(rng, grid: _Grid, labels, tissues, lesions, weight_kg):
     counts = np.bincount(flat, minlength=_N_LABEL_SLOTS)
     activity, organ_uptake = {}, {}
     myo = labels == LABELS["myocardium"]
+    bowel = None if masks is None else masks.get("bowel")
     for tracer in TRACERS:
         suv = {LABELS[n]: float(rng.uniform(*SUV_RANGES[tracer][n])) for n in names if n != "background"}
+        if subject is not None and tracer == "FDG":
+            suv[LABELS["lung"]] = subject["lung_suv"]
+            suv[LABELS["myocardium"]] = subject["myocardium_suv"]
+            suv[LABELS["bladder"]] = subject["bladder_suv"]
+            if subject["brown_fat"]:
+                suv[LABELS["brown_fat"]] = subject["brown_fat_suv"]
+            suv[LABELS["soft_tissue"]] *= _BOWEL_SHARE * subject["bowel_uptake"] + 1.0 - _BOWEL_SHARE
         for les in lesions:
             host_suv = suv[LABELS[les["organ"]]]
             if tracer == "Tc99m-agent":
-                ratio = TC_BONE_LESION_RATIO if "bone" in les["organ"] else TC_SOFT_LESION_RATIO
-                s_les = host_suv * float(rng.uniform(*ratio))
-            else:
+                if subject is None:
+                    ratio = TC_BONE_LESION_RATIO if "bone" in les["organ"] else TC_SOFT_LESION_RATIO
+                    s_les = host_suv * float(rng.uniform(*ratio))
+                else:
+                    s_les = host_suv * _draw(rng, subject["lesion_ratio_tc_bone" if "bone" in les["organ"] else "lesion_ratio_tc_soft"])
+            elif subject is None:
                 lo, hi = LESION_SUV[tracer]
                 s_les = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            else:
+                s_les = _draw_log(rng, subject["lesion_suv_fdg" if tracer == "FDG" else "lesion_suv_lu177"])
             les.setdefault("suv", {})[tracer] = s_les
             les.setdefault("uptake_ratio", {})[tracer] = s_les / host_suv if host_suv > 0 else float("inf")
             suv[les["id"]] = s_les
@@ -1185,6 +1710,11 @@ def _images(rng, grid: _Grid, labels, tissues, lesions, weight_kg):
         w = np.exp(0.08 * (tex if tracer != "Lu177-agent" else tex2)).astype(np.float32)
         w[myo] = np.exp(0.3 * tex2[myo])
         w[lung] = density[lung] + 1.0
+        if bowel is not None and tracer == "FDG":  # bowel: segmental, patchy uptake relative to the other soft tissue
+            w[bowel] *= subject["bowel_uptake"] * np.exp(0.35 * tex2[bowel])
+        if subject is not None and subject["brown_fat"] and tracer == "FDG":
+            bf = labels == LABELS["brown_fat"]
+            w[bf] = np.exp(0.4 * tex2[bf])
         w[labels >= LESION_ID_START] = 1.0
         mean_w = np.bincount(flat, weights=w.ravel().astype(np.float64), minlength=_N_LABEL_SLOTS) / np.maximum(counts, 1)
         mean_w[mean_w == 0] = 1.0
@@ -1206,13 +1736,28 @@ def _affine(shape, spacing) -> np.ndarray:
     return aff
 
 
-def _start(seed, shape, spacing_mm, n_lesions):
-    """Validate the arguments and draw the subject's weight (the first number of every subject)."""
+def _start(seed, shape, spacing_mm, n_lesions, weight_kg: Ranges | None = None):
+    """Validate the arguments and draw the subject's weight (the first number of every subject):
+    50-110 kg (head), or from the family's ``weight_kg`` ranges (torso)."""
     shape, spacing = _check_inputs(seed, shape, spacing_mm)
     lo, hi = _check_n_lesions(n_lesions)
     rng = np.random.default_rng(seed)
-    weight = float(rng.uniform(50.0, 110.0))
+    weight = float(rng.uniform(50.0, 110.0)) if weight_kg is None else _draw(rng, weight_kg)
     return shape, spacing, lo, hi, rng, weight
+
+
+def _check_variety(variety) -> TorsoVariety:
+    if isinstance(variety, TorsoVariety):
+        return variety
+    if isinstance(variety, str) and variety in VARIETIES:
+        return VARIETIES[variety]
+    raise ValueError(f"variety must be one of {sorted(VARIETIES)} or a TorsoVariety, got {variety!r}")
+
+
+def _check_arms(arms):
+    if arms is None or isinstance(arms, bool) or (isinstance(arms, str) and arms in ARMS_MODES):
+        return arms
+    raise ValueError(f"arms must be None (drawn from the variety), True, False or one of {ARMS_MODES}, got {arms!r}")
 
 
 def make_torso_phantom(
@@ -1221,29 +1766,46 @@ def make_torso_phantom(
     spacing_mm: Sequence[float] = (4.0, 4.0, 4.0),
     *,
     n_lesions: int | tuple[int, int] = (1, 8),
-    arms: bool = False,
+    arms: bool | str | None = None,
+    variety: str | TorsoVariety = "training",
 ) -> Phantom:
-    """A procedural torso (upper chest to pelvis) from ``seed``.
+    """A procedural torso (neck base to upper thighs) from ``seed``, drawn from a family of subjects.
 
     Args:
         seed: int or sequence of ints (e.g. ``[data_seed, index]``) for ``numpy.random.default_rng``.
         shape: (X, Y, Z) voxels, each >= 16. The default 128 x 128 x 96 at 4 mm covers 512 x 512 x 384 mm.
-        spacing_mm: voxel size (mm), each > 0. Anatomy is defined in mm, so any spacing works;
-            the anatomy spans about z = -200..+230 mm around the volume centre.
+        spacing_mm: voxel size (mm), each > 0. Anatomy is defined in mm, so any spacing works; an
+            adult's anatomy spans about z = -200..+230 mm around the volume centre, a child's less.
         n_lesions: number of lesions, or an inclusive (min, max) range sampled per subject.
-        arms: add arms beside the body (wider than the default field of view for heavy subjects).
+        arms: ``None`` draws the arm position from the family (separate with an air gap, touching
+            the trunk, or raised out of the field of view); ``True`` forces arms down beside the
+            body (separate or touching, drawn with the family's odds), ``False`` forces them raised;
+            ``"separate"``, ``"touching"`` or ``"raised"`` forces that position. Every other
+            parameter of the subject is the same whatever ``arms`` says. Arms of large subjects
+            may reach beyond the field of view and are clipped.
+        variety: the family: ``"training"`` (:data:`TRAINING_VARIETY`, for every training and
+            validation set), ``"shifted"`` (:data:`SHIFTED_VARIETY`, out-of-distribution tests
+            only) or any :class:`TorsoVariety`.
 
     Returns:
-        :class:`Phantom` with kind ``"torso"``.
+        :class:`Phantom` with kind ``"torso"``; ``params`` records every sampled value (module docstring).
 
     Raises:
-        ValueError: bad ``seed``, ``shape``, ``spacing_mm`` or ``n_lesions``.
+        ValueError: bad ``seed``, ``shape``, ``spacing_mm``, ``n_lesions``, ``arms`` or ``variety``.
     """
-    shape, spacing, lo, hi, rng, weight = _start(seed, shape, spacing_mm, n_lesions)
-    grid = _Grid(shape, spacing, yaw_deg=rng.normal(0, 2.0), shift_mm=(rng.normal(0, 6), rng.normal(0, 6), rng.normal(0, 8)))
-    labels, params = _torso_anatomy(rng, grid, weight, arms)
-    lesions = _add_lesions(rng, grid, labels, _TORSO_LESION_HOSTS, int(rng.integers(lo, hi + 1)))
-    return _finish("torso", rng, grid, labels, TORSO_LABELS, lesions, weight, params)
+    v = _check_variety(variety)
+    arms = _check_arms(arms)
+    shape, spacing, lo, hi, rng, weight = _start(seed, shape, spacing_mm, n_lesions, v.weight_kg)
+    yaw, shift = rng.normal(0, 2.0), (rng.normal(0, 6), rng.normal(0, 6), rng.normal(0, 8))
+    subject = _sample_torso(rng, v, weight, arms)
+    grid = _Grid(shape, spacing, yaw_deg=yaw, shift_mm=shift, scale=subject["stature_scale"])
+    labels, params, masks = _torso_anatomy(rng, grid, weight, subject)
+    lesions = _add_lesions(
+        rng, grid, labels, dict(v.lesion_hosts), int(rng.integers(lo, hi + 1)), v.lesion_diameter_mm, allowed=masks["trunk"]
+    )
+    ranges = {k: getattr(v, k) for k in ("lesion_suv_fdg", "lesion_suv_lu177", "lesion_ratio_tc_bone", "lesion_ratio_tc_soft")}
+    recorded = {k: val for k, val in subject.items() if k != "arm_geometry"}
+    return _finish("torso", rng, grid, labels, TORSO_LABELS, lesions, weight, recorded | params, subject | ranges, masks)
 
 
 def make_head_phantom(
@@ -1264,8 +1826,8 @@ def make_head_phantom(
     return _finish("head", rng, grid, labels, HEAD_LABELS, lesions, weight, params)
 
 
-def _finish(kind, rng, grid, labels, tissues, lesions, weight, params) -> Phantom:
-    ct, mr, activity, organ_uptake, injected, uptake_time, img_params = _images(rng, grid, labels, tissues, lesions, weight)
+def _finish(kind, rng, grid, labels, tissues, lesions, weight, params, subject=None, masks=None) -> Phantom:
+    ct, mr, activity, organ_uptake, injected, uptake_time, img_params = _images(rng, grid, labels, tissues, lesions, weight, subject, masks)
     names = {t: LABEL_NAMES[t] for t in tissues} | {les["id"]: f"lesion_{les['id'] - LESION_ID_START}" for les in lesions}
     return Phantom(
         labels=labels,

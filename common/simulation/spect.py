@@ -128,6 +128,7 @@ SPECT_PARAMS: dict[str, Any] = {
     "shape": [104, 104, 80],  # 499 x 499 x 384 mm (module docstring: speed)
     "spacing_mm": [4.8, 4.8, 4.8],
     "n_lesions": [1, 8],
+    "phantom_variety": "training",  # anatomy and uptake ranges of common.simulation.phantoms
     "tracer": "Tc99m-agent",
     "energy_keV": 140.5,
     "window_fraction": 0.20,  # full width of the photopeak window / energy
@@ -436,7 +437,11 @@ def build_spect_projection_completion(rng: np.random.Generator, params: Mapping[
     acq = _acquisition(params)
     phantom_seed = [int(v) for v in rng.integers(0, 2**32, size=4)]
     ph = make_torso_phantom(
-        phantom_seed, shape=tuple(params["shape"]), spacing_mm=tuple(params["spacing_mm"]), n_lesions=tuple(params["n_lesions"])
+        phantom_seed,
+        shape=tuple(params["shape"]),
+        spacing_mm=tuple(params["spacing_mm"]),
+        n_lesions=tuple(params["n_lesions"]),
+        variety=params["phantom_variety"],
     )
     tracer, spacing = acq["tracer"], tuple(float(s) for s in ph.spacing_mm)
     _check_orbit(ph.activity[tracer], spacing, acq["radius_mm"])
@@ -517,7 +522,9 @@ register_task(
         image_keys=("activity", "ct", "labels", "osem_full", "osem_sparse"),
         array_keys=("raw",),
         params=SPECT_PARAMS,
-        version="1",
+        version="2",  # 2: phantom variety (issue 19)
+        # shifted bodies reach 550 mm wide: a wider orbit keeps them inside it
+        families={"shifted": {"phantom_variety": "shifted", "radius_mm": 320.0}},
         description="Tc-99m torso SPECT: all-view and sparse-view projections (counts), AC OSEM of both (Bq/mL), truth, CT",
     )
 )

@@ -26,6 +26,7 @@ import torch
 from common.physics.noise import split_counts, thin
 from common.simulation.datasets import SubjectData, TaskSpec, register_task
 from common.simulation.pet import (
+    PET_FAMILIES,
     PET_PARAMS,
     drf_name,
     reconstruct_pet,
@@ -100,7 +101,8 @@ TASK = register_task(
         image_keys=_lowdose_keys,
         params=LOWDOSE_PARAMS,
         # 2: CT-AC air rule; the random draws had also been reordered since the first datasets
-        version="2",
+        version="3",  # 3: phantom and acquisition variety, shifted family (issue 19)
+        families=PET_FAMILIES,
         description="FDG torso PET: thinned low-dose AC OSEM (SUV, DRF 4-100) -> full dose; noise-free reference",
     )
 )
@@ -110,7 +112,8 @@ SPLIT_COUNTS = register_task(
         build_pet_lowdose_split_counts,
         image_keys=_split_count_keys,
         params=LOWDOSE_PARAMS,
-        version="2",  # as pet_lowdose_denoising 2
+        version="3",  # as pet_lowdose_denoising 3
+        families=PET_FAMILIES,
         description="split-count halves (noise2noise pairs) of the pet_lowdose_denoising low-dose studies, SUV",
     )
 )

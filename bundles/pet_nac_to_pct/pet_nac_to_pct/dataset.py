@@ -15,6 +15,7 @@ import numpy as np
 
 from common.simulation.datasets import SubjectData, TaskSpec, register_task
 from common.simulation.pet import (
+    PET_FAMILIES,
     PET_PARAMS,
     reconstruct_pet,
     simulate_pet_subject,
@@ -71,7 +72,8 @@ TASK = register_task(
         image_keys=("nac", "ct", "labels", "ac"),
         array_keys=("raw",),
         params=PET_PARAMS,
-        version="2",
+        version="3",  # 3: phantom and acquisition variety, shifted family (issue 19)
+        families=PET_FAMILIES,
         description="FDG torso PET: NAC OSEM (SUV) -> CT (HU); true-CT AC OSEM and raw sinograms for the AC task metric",
     )
 )
