@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -209,15 +210,19 @@ def _chain(e: BaseException):
 
 
 @pytest.mark.slow
-def test_attenuation_corrected_pet_given_as_nac_is_refused(tmp_path):
-    # the rule is calibrated on the default 4 mm torso (NAC 0.64-1.32, AC 1.65-3.89)
-    data = generate_dataset("pet_nac_to_pct", tmp_path / "d", n=1, seed=11, progress=False)
+def test_attenuation_corrected_pet_given_as_nac_is_warned_about_or_refused_on_request(tmp_path):
+    # a 4 mm adult torso of the training family (NAC 0.54-1.47; AC mostly above 1.5)
+    data = generate_dataset("pet_nac_to_pct", tmp_path / "d", n=1, seed=11, progress=False, params={"voxel_scale": None})
     entry = load_datalist(data.parent, "training")[0]
     ac = read_nifti(entry["ac"])
     nac = read_nifti(entry["nac"])
-    CheckNAC()(torch.from_numpy(nac.array)[None])  # the NAC passes
-    with pytest.raises(ValueError, match=NAC_RULE.name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CheckNAC()(torch.from_numpy(nac.array)[None])  # the NAC passes without a word
+    with pytest.warns(UserWarning, match=NAC_RULE.name):
         CheckNAC(spacing_mm=ac.spacing_mm)(torch.from_numpy(ac.array)[None])
+    with pytest.raises(ValueError, match=NAC_RULE.name):
+        CheckNAC(spacing_mm=ac.spacing_mm, refuse=True)(torch.from_numpy(ac.array)[None])
 
 
 # ----------------------------------------------------------------------------------------------

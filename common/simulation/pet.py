@@ -16,24 +16,10 @@ count scale ``s`` (expected counts per Bq/mL per voxel-sum unit) is set per subj
 expected trues so that 4 mm of axial extent holds ``trues_per_4mm_slice`` true counts and is
 stored as ``count_scale``.
 
-Parameter families (per subject, drawn from ``default_rng([seed, index])``; the phantom's own
-ranges are tabled in :mod:`common.simulation.phantoms`). ``training`` is what every training set
+Parameter families (per subject, drawn from ``default_rng([seed, index])``; both families'
+ranges are in the one table of :mod:`common.simulation`): ``training`` is what every training set
 draws from (:data:`PET_PARAMS`); ``shifted`` (:data:`PET_SHIFTED`) lies beyond it and is for
-held-out tests only, so a model is judged on studies made differently from its training data:
-
-=====================================  ==============================  ==============================
-parameter                              training                        shifted
-=====================================  ==============================  ==============================
-true counts per 4 mm slice             4e5 - 4e6, log-uniform          1.5e5 - 4e5 (down to 13x below
-                                       (clinical FDG 2e6, DESIGN 5.1)  the clinical level)
-scanner resolution (PSF FWHM)          4 - 7 mm                        7 - 9 mm
-scatter fraction S / (T + S)           25 - 45 %                       45 - 55 %
-randoms fraction R / (T + S + R)       5 - 25 %                        25 - 35 %
-voxel size (x, y, z) at 4 mm default   4 x 4 x 4, 3.65 x 3.65 x 3.27,  3 x 3 x 3, 5.5 x 5.5 x 5
-                                       4.8 x 4.8 x 4 mm (one drawn)
-lesions per subject                    1 - 8                           4 - 12
-phantom anatomy and uptake             ``training`` variety            ``shifted`` variety
-=====================================  ==============================  ==============================
+held-out tests only, so a model is judged on studies made differently from its training data.
 
 The field of view stays ``shape x spacing_mm`` (512 x 512 x 384 mm by default); a subject's grid
 is that field at its drawn voxel size (``voxel_scale`` x ``spacing_mm``), which the bundles

@@ -26,46 +26,9 @@ network copes with torsos made differently. Each shifted range lies outside the 
 (both sides where both make sense; one interval of a union is picked with equal probability, then
 a value uniformly inside it), and the shifted family draws combinations training never draws
 (arms always down, myocardium always at an extreme, brown fat always active). Every sampled
-value is recorded in ``Phantom.params`` under the name in the first column.
+value is recorded in ``Phantom.params`` under the name in the table's first column.
 
-=========================  ==========================  ==================================  ========================
-parameter (params key)     training                    shifted                             unit
-=========================  ==========================  ==================================  ========================
-weight (``weight_kg``)     20-150                      15-20 or 150-190                    kg (``Phantom.weight_kg``)
-``height_scale``           0.94-1.06                   0.88-0.94 or 1.06-1.12              x adult height
-``adiposity``              0.7-1.3                     0.4-0.7 or 1.3-1.8                  x fat per BMI excess
-``shoulder_scale``         0.92-1.12                   0.82-0.92 or 1.12-1.22              x upper-chest width
-``waist_scale``            0.88-1.15                   0.78-0.88 or 1.15-1.28              x abdomen width, depth
-``aspect_scale``           0.82-1.2                    0.72-0.82 or 1.2-1.4                x AP/lateral (about 0.65)
-``arms_mode``              separate 0.4, touching      separate 0.5, touching 0.5,         probability
-                           0.35, raised 0.25           raised 0
-``arm_gap_mm``             10-40                       40-80                               mm air (separate arms)
-``lung_scale``             0.84-1.03                   0.70-0.84                           x ribcage size
-``lung_apex_mm``           205-240                     185-205 or 240-255                  mm height (anatomy)
-``diaphragm_mm``           15-65                       -5-15 or 65-85                      mm height, right dome
-``diaphragm_lr_mm``        0-25                        -20-0 or 25-40                      mm right above left
-``soft_hu_offset``         -8-8                        -20 - -8 or 8-20                    HU added
-``bone_hu_scale``          0.82-1.14                   0.68-0.82 or 1.14-1.35              x bone HU
-``lung_suv``               0.35-0.9                    0.2-0.35 or 0.9-1.8                 FDG SUV
-``myocardium_high``        probability 0.6             probability 0.5                     -
-``myocardium_suv``         low 1-2, high 4-12          low 0.5-1, high 12-20               FDG SUV
-``bladder_fill``           0-1                         1-1.4                               fraction (10-500 mL)
-``bladder_suv``            5-60                        60-150                              FDG SUV
-``bowel_uptake``           0.8-3                       3-5                                 x other soft tissue (FDG)
-``brown_fat``              probability 0.25            probability 1                       -
-``brown_fat_suv``          3-15                        15-25                               FDG SUV when active
-lesion ``diameter_mm``     4-30                        2.5-4 or 30-45                      mm (nominal)
-lesion ``suv`` FDG         3-20                        1.5-3 or 20-40                      SUV, log-uniform
-lesion ``suv`` Lu177       5-50                        2-5 or 50-100                       SUV, log-uniform
-lesion ``suv`` Tc99m       bone 2-8, other 0.8-1.5     bone 1.2-2 or 8-15,                 x host organ
-                                                       other 0.5-0.8 or 1.5-2.5
-lesion ``organ``           liver .22, lung .18,        liver .1, lung .25, trabecular .2,  probability
-                           trabecular bone .14,        cortical .15, soft tissue .1,
-                           cortical bone .05, soft     spleen .05, kidneys .025 each,
-                           tissue .14, spleen .05,     muscle .05, fat .05
-                           kidneys .04 each, muscle
-                           .08, fat .06
-=========================  ==========================  ==================================  ========================
+The ranges of both families are in the one table of :mod:`common.simulation` (package docstring).
 
 How the parameters act:
 

@@ -240,6 +240,12 @@ def summarize(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                         blk["abs_" + k] = _stats([abs(les[k]) for les in chosen])
                 res[label] = blk
             block[name] = res
+        # the worst subject: a shifted family must not lose to the tuned Gaussian on any study
+        methods = group[0]["methods"]
+        for name in methods if "gaussian" in methods else ():
+            if name not in ("low_dose", "gaussian") and "psnr" in methods[name].get("vs_full_dose", {}):
+                gains = [c["methods"][name]["vs_full_dose"]["psnr"] - c["methods"]["gaussian"]["vs_full_dose"]["psnr"] for c in group]
+                block[name]["worst_subject_psnr_gain_vs_gaussian_dB"] = float(min(gains))
         out[_drf_label(drf)] = block
     return out
 
@@ -557,6 +563,10 @@ def check_targets(table: Mapping[str, Any]) -> dict[str, Any]:
         out["dose_saving"] = {"network_nrmse_drf20": n20, "gaussian_nrmse_drf4": g4, "met": n20 <= g4}
     gains = {d: mean(d, "network", "vs_full_dose", "psnr") - mean(d, "gaussian", "vs_full_dose", "psnr") for d in drfs}
     out["psnr_gain"] = {"gain_dB": gains, "met": all(g >= 3.0 for g in gains.values())}
+    worst = {d: (table[d].get("network") or {}).get("worst_subject_psnr_gain_vs_gaussian_dB") for d in drfs}
+    if all(w is not None for w in worst.values()):
+        # issue 19: no study (shifted family included) below the tuned Gaussian's PSNR at any DRF
+        out["never_below_gaussian"] = {"worst_subject_gain_dB": worst, "met": all(w >= 0.0 for w in worst.values())}
     bias = {d: mean(d, "network", "lesions_ge_10mm", "abs_suv_max_bias") for d in drfs}
     if all(b is not None for b in bias.values()):
         out["lesion_suvmax"] = {"mean_abs_bias": bias, "met": all(b <= 0.05 for b in bias.values())}

@@ -266,6 +266,13 @@ def summarize(per_subject: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         }
     p, b = out["pct"]["bone_adjacent_suv_error_pct"], out["baseline"]["bone_adjacent_suv_error_pct"]
     out["bone_adjacent_improvement"] = b / p if p > 0 else math.inf
+    # per subject, mean |error| over its organs and lesions: no study may be worse than the baseline
+    by_subject = {
+        sid: {m: _mean_abs([v for g in ("organ", "lesion") for v in res["suv_error_pct"][m].get(g, {}).values()]) for m in METHODS}
+        for sid, res in sorted(per_subject.items())
+    }
+    out["per_subject_regional_suv_error_pct"] = by_subject
+    out["n_subjects_pct_worse_than_baseline"] = sum(v["pct"] > v["baseline"] for v in by_subject.values())
     return out
 
 
