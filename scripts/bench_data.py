@@ -1,6 +1,6 @@
 """Benchmark suite ``data``: dataset generation speed and disk size per subject, per task.
 
-``run(quick=False)`` builds one subject of each task with :func:`common.data.generate_dataset`
+``run(quick=False)`` builds one subject of each task with :func:`common.simulation.datasets.generate_dataset`
 (one worker, one torch thread per subject, as ``make_dataset`` does) at the task's default
 settings (``quick``: small volumes), and reports subjects per minute, seconds per subject and
 the disk size of the subject's folder. The baseline is the budget of a 100-subject dataset in 15

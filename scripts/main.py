@@ -87,7 +87,8 @@ def train_demo(name: str, out: Path) -> float:
     """A short stock ``training`` run (1 epoch, 4 subjects) into ``out``."""
     bundle = ROOT / "bundles" / name
     return _run_logged(
-        _bundle_cmd(bundle, "training", ["train.json", "quick.json"], num_epochs=1, n_subjects=4,
+        # half the axial extent: the demo shows the workflow, not a model
+        _bundle_cmd(bundle, "training", ["train.json", "quick.json"], num_epochs=1, n_subjects=4, dataset_params={"shape": [128, 128, 48]},
                     dataset_dir=out / "train_demo" / "data", output_dir=out / "train_demo" / "models"),
         out / "train_demo" / "training.log",
     )

@@ -84,7 +84,9 @@ def test_unpacked_zip_runs_from_any_folder_with_its_vendored_common_and_own_pack
 
 def test_make_dataset_finds_every_bundle_task_by_scanning_the_bundles():
     assert import_bundle_tasks() == []
-    from common.simulation.datasets import TASKS
+    from common.simulation.datasets import TASKS, get_task
 
-    assert {"pet_nac_to_pct", "pet_lowdose_denoising", "pet_lowdose_split_counts", "spect_projection_completion"} <= set(TASKS) | {"spect_projection_completion"}
+    assert get_task("spect_projection_completion").builder.__module__ == "common.simulation.spect"  # shared task
+    assert {"pet_nac_to_pct", "pet_lowdose_denoising", "pet_lowdose_split_counts"} <= set(TASKS)
     assert TASKS["pet_nac_to_pct"].builder.__module__ == "pet_nac_to_pct.dataset"
+    assert TASKS["pet_lowdose_split_counts"].builder.__module__ == "pet_lowdose_denoising.dataset"

@@ -1,4 +1,4 @@
-"""Bundle ``pet_lowdose_denoising`` and its library pieces (common.learning.networks, common.denoise_*)."""
+"""Bundle ``pet_lowdose_denoising`` and its library pieces (common.learning.networks and the bundle package pet_lowdose_denoising)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """Thin wrappers around MONAI networks for the image-generation bundles.
 
+Used by ``pet_lowdose_denoising`` today; kept in ``common`` on purpose: the pad-to-what-the-strides-
+need wrapper is what ``spect_projection_completion`` (issue 14, circular padding over views) and
+``dose_rate_prediction`` build on, and DESIGN 3 names this module the home of network wrappers.
+
 Both wrappers map a channel-first volume ``[B, C, X, Y, Z]`` to ``[B, out_channels, X, Y, Z]``
 of the same spatial shape (any shape: inputs are padded internally to what the U-Net's strides
 need and cropped back), so a bundle's network is a volume-to-volume operator whatever its inner

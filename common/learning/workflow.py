@@ -90,7 +90,8 @@ def datalist_pairs(
         for key in (image_key, label_key):
             if key is not None and key not in entry:
                 raise ValueError(f"{dataset_dir}: datalist entry {entry.get('id', '?')} ({split}) has no {key!r}; keys: {sorted(entry)}")
-        item = dict(entry, image=entry[image_key])
+        # per-subject facts travel with the item; a None (e.g. no PSF) would not collate
+        item = {k: v for k, v in entry.items() if v is not None} | {"image": entry[image_key]}
         if label_key is not None:
             item["label"] = entry[label_key]
         items.append(item)

@@ -159,7 +159,7 @@ def _call_or_value(value: Any, params: Mapping[str, Any]) -> Any:
     return value(params) if callable(value) else value
 
 
-#: Registered tasks; common.simulation.pet registers the physics tasks on import.
+#: Registered tasks: common.simulation.spect and each bundle's dataset.py register theirs on import.
 TASKS: dict[str, TaskSpec] = {}
 
 

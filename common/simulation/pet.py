@@ -35,7 +35,7 @@ body is part of what a NAC -> pCT network sees (``nac_scatter_correction`` chang
 thinned to a fraction f of the counts is reconstructed with ``sensitivity_scale = f`` and the
 full-dose background, i.e. sensitivity and background both times f (DESIGN 3).
 
-Files per subject (``common.data`` layout):
+Files per subject (``common.simulation.datasets`` layout):
 
 - ``pet_nac_to_pct``: ``nac`` (SUV), ``ct`` (HU, int16), ``labels`` (int16), ``ac`` (SUV, true-CT AC),
   ``raw`` (.npz): ``prompts`` int32 [angles, bins, Z]; ``background`` float16 expected scatter +

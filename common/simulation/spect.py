@@ -1,6 +1,6 @@
 """SPECT acquisitions from phantoms: projections at all views and at sparse subsets, Poisson
 counts, attenuation-corrected OSEM in Bq/mL; and the ``spect_projection_completion`` task
-(registered in :data:`common.data.TASKS` on import).
+(registered in :data:`common.simulation.datasets.TASKS` on import).
 
 Acquisition model (parallel-hole camera, :class:`common.physics.projectors.SPECTProjector`)::
 
@@ -55,7 +55,7 @@ the task divides by the decay factor, so its images are Bq/mL decay-corrected to
 (``f`` = ``sparse_factor``, dividing ``n_views``) of the same counts, reconstructed with the
 same iterations and subsets through :class:`ViewSubset`, which reuses the full projector.
 
-Files per subject of ``spect_projection_completion`` (``common.data`` layout):
+Files per subject of ``spect_projection_completion`` (``common.simulation.datasets`` layout):
 
 - images (NIfTI, [X, Y, Z], the phantom's affine): ``activity`` (true concentration, Bq/mL at
   injection time), ``ct`` (HU, int16; the mu-map is ``hu_to_mu(ct, energy_keV)``), ``labels``

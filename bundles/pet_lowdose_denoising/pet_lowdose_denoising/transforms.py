@@ -39,6 +39,9 @@ __all__ = [
     "DoseLevelChanneld",
     "dose_items",
     "split_count_items",
+    "dose_datalist",
+    "split_count_datalist",
+    "inference_datalist",
 ]
 
 #: DRF whose dose code is 1 (the largest DRF of the UDPET challenge, REFERENCE.md 5(a)).

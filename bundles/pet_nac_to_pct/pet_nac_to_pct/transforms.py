@@ -1,5 +1,5 @@
-"""Input checks of ``pet_nac_to_pct``: refuse an attenuation-corrected PET given where a NAC PET
-is expected (named rule :data:`NAC_RULE`, :func:`tail_ratio`). Serves this bundle only.
+"""Input checks of ``pet_nac_to_pct``: warn about (or refuse, on request) an attenuation-corrected
+PET given where a NAC PET is expected (named rule :data:`NAC_RULE`, :func:`tail_ratio`). Serves this bundle only.
 """
 
 from __future__ import annotations
