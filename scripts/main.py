@@ -69,7 +69,7 @@ def evaluate_bundle(name: str, out: Path, n_test: int, family: str = "training")
     bundle = ROOT / "bundles" / name
     data_dir = out / name / family / "data"
     seed = _data_seed(bundle) + FAMILY_SEED_OFFSETS[family]
-    generate_dataset(name, data_dir, n=n_test, seed=seed, test_only=True, family=family)
+    generate_dataset(name, data_dir, n=n_test, seed=seed, test_only=True, family=family, workers=2)
     eval_dir = out / name / family / "eval"
     wall = _run_logged(
         _bundle_cmd(bundle, "evaluating", ["train.json", "evaluate.json", "quick.json"],
