@@ -12,7 +12,8 @@ import torch
 def test_multi_gpu_train_runs_two_gloo_processes_on_cpu_and_saves_a_state_dict(tiny_bundle, tmp_path):
     configs = tiny_bundle / "configs"
     out, models = tmp_path / "eval", tmp_path / "models"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # one machine: gloo talks over loopback, whatever interface the hostname resolves to
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"GLOO_SOCKET_IFNAME": "lo"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "monai.bundle", "run", "training",
@@ -25,7 +26,13 @@ def test_multi_gpu_train_runs_two_gloo_processes_on_cpu_and_saves_a_state_dict(t
         "--ckpt_dir", str(models),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    first = ""
+    if proc.returncode != 0 and "exitcode: -6" in proc.stderr:
+        # a rank aborted inside gloo ("terminate called without an active exception"), seen about
+        # once in tens of full-suite runs and never alone: one more try, both logs kept on failure
+        first = (proc.stdout + proc.stderr)[-3000:]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, first + "\n--- retry ---\n" + (proc.stdout + proc.stderr)[-4000:]
     assert "Key metric: val_mae best value" in proc.stdout + proc.stderr  # validation ran (on rank 0)
     # the CheckpointSaver unwrapped DistributedDataParallel: plain keys, no "module." prefix
     state = torch.load(models / "model.pt", weights_only=True)
