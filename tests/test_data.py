@@ -301,3 +301,9 @@ def test_registered_keys_may_depend_on_the_params(tmp_path):
     DS.register_task(DS.TaskSpec("toy_keys", builder, lambda p: tuple(f"img{k}" for k in p["ks"]), params={"ks": [1, 2]}))
     DS.generate_dataset("toy_keys", tmp_path / "ds", 1, progress=False, params={"ks": [3]})
     assert set(D.read_datalist(tmp_path / "ds")["training"][0]) >= {"img3"}
+
+
+def test_a_dataset_of_another_seed_is_refused_with_the_data_seed_that_would_use_it(tmp_path):
+    DS.generate_dataset("toy_noise", tmp_path / "d", 3, seed=5, progress=False)
+    with pytest.raises(ValueError, match="pass --data_seed 5"):
+        DS.generate_dataset("toy_noise", tmp_path / "d", 3, seed=0, progress=False)

@@ -324,7 +324,13 @@ def _check_out_dir(out_dir: Path, manifest: Mapping[str, Any]) -> None:
         diff = [k for k in _MANIFEST_IDENTITY if _json_ready(old.get(k)) != _json_ready(manifest[k])]
         if diff:
             detail = "; ".join(f"{k}: {old.get(k)!r} there vs {manifest[k]!r} requested" for k in diff)
-            raise ValueError(f"{out_dir} holds a different {manifest['task']} dataset ({detail}); choose another output folder")
+            hints = []
+            if "seed" in diff:  # e.g. made with make_dataset --seed 5, trained with the default data_seed
+                hints.append(f"to use it as it is, pass --data_seed {old.get('seed')} (and its params) to the bundle")
+            if "task_version" in diff:
+                hints.append("it was made by another version of the code: move it away or delete it")
+            hint = "; ".join(hints + ["or choose another output folder"])
+            raise ValueError(f"{out_dir} holds a different {manifest['task']} dataset ({detail}); {hint}")
         return
     if out_dir.is_dir():
         foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(_TMP_PREFIX))
