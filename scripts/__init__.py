@@ -4,10 +4,6 @@ Each bundle's own package (``bundles/<name>/<name>/``) is put on ``sys.path`` he
 bundle's configs do for themselves, so commands such as ``benchmark`` can import it by name.
 """
 
-import sys
-from pathlib import Path
+from common.simulation.datasets import add_bundle_paths
 
-BUNDLES_ROOT = Path(__file__).resolve().parents[1] / "bundles"
-for _bundle in sorted(BUNDLES_ROOT.glob("*")):
-    if (_bundle / _bundle.name / "__init__.py").is_file() and str(_bundle) not in sys.path:
-        sys.path.append(str(_bundle))
+add_bundle_paths()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,13 +13,12 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data.synthetic import create_test_image_3d
 
+from common.simulation.datasets import add_bundle_paths
+
 TINY_BUNDLE = Path(__file__).parent / "tiny_bundle"
-BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 # Each bundle's own package (bundles/<name>/<name>/) imports as ``<name>``, as it does when the
 # bundle's configs put its root on sys.path.
-for _root in sorted(p for p in BUNDLES.iterdir() if (p / p.name / "__init__.py").is_file()):
-    if str(_root) not in sys.path:
-        sys.path.append(str(_root))
+add_bundle_paths(Path(__file__).resolve().parents[1])
 SHAPE = (32, 30, 24)  # voxels; not multiples of the 16^3 patch, so padding and Invertd are exercised
 SPACING_MM = 2.5  # != the bundle's 4 mm, so Spacingd resamples and Invertd must undo it
 

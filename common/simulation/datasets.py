@@ -74,6 +74,7 @@ __all__ = [
     "TaskSpec",
     "TASKS",
     "TASK_MODULES",
+    "add_bundle_paths",
     "bundle_task_modules",
     "import_bundle_tasks",
     "ensure_dataset",
@@ -177,31 +178,46 @@ TASK_MODULES = ("common.simulation.spect",)
 BUNDLE_TASK_MODULE = "dataset"
 
 
-def bundle_task_modules(root: PathLike | None = None) -> list[tuple[Path, str]]:
-    """``(bundle_root, module)`` of every bundle task module under ``root``: ``root`` itself when
-    it is a bundle (an unpacked zip, whose vendored ``common`` sits inside the bundle) and each
-    folder of ``root/bundles`` (this repository). Default ``root``: the folder holding ``common``."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
-    candidates = [root, *sorted(p for p in (root / "bundles").glob("*") if p.is_dir())]
-    return [(b, f"{b.name}.{BUNDLE_TASK_MODULE}") for b in candidates if (b / b.name / f"{BUNDLE_TASK_MODULE}.py").is_file()]
-
-
-def import_bundle_tasks(root: PathLike | None = None) -> list[str]:
-    """Import every bundle task module under ``root`` (:func:`bundle_task_modules`), putting each
-    bundle root on ``sys.path`` as the bundle's configs do; returns the module names that failed
-    to import, with the reason."""
-    import importlib
+def add_bundle_paths(root: PathLike | None = None) -> list[Path]:
+    """Put every bundle root under ``root`` on ``sys.path``, as the bundles' configs do for
+    themselves, so each bundle's own package (``<bundle_root>/<name>/``) imports as ``<name>``;
+    returns those roots. The roots are ``root`` itself when it is a bundle (an unpacked zip, whose
+    vendored ``common`` sits inside the bundle) and each folder of ``root/bundles`` (this
+    repository). Default ``root``: the folder holding ``common``."""
     import sys
 
-    failed = []
-    for bundle_root, module in bundle_task_modules(root):
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    candidates = [root, *sorted(p for p in (root / "bundles").glob("*") if p.is_dir())]
+    roots = [b for b in candidates if (b / b.name / "__init__.py").is_file()]
+    for bundle_root in roots:
         if str(bundle_root) not in sys.path:
             sys.path.append(str(bundle_root))
+    return roots
+
+
+def bundle_task_modules(root: PathLike | None = None) -> list[tuple[Path, str]]:
+    """``(bundle_root, module)`` of every bundle task module under ``root``
+    (:func:`add_bundle_paths`, which puts the roots on ``sys.path``)."""
+    return [(b, f"{b.name}.{BUNDLE_TASK_MODULE}") for b in add_bundle_paths(root) if (b / b.name / f"{BUNDLE_TASK_MODULE}.py").is_file()]
+
+
+def _import_modules(modules: Sequence[str]) -> list[str]:
+    """Import ``modules``; returns the ones that failed to import, with the reason."""
+    import importlib
+
+    failed = []
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as e:
             failed.append(f"{module} failed to import: {e}")
     return failed
+
+
+def import_bundle_tasks(root: PathLike | None = None) -> list[str]:
+    """Import every bundle task module under ``root`` (:func:`bundle_task_modules`); returns the
+    module names that failed to import, with the reason."""
+    return _import_modules([module for _, module in bundle_task_modules(root)])
 
 
 def get_task(task: str | TaskSpec) -> TaskSpec:
@@ -212,13 +228,7 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
         return task
     notes = []
     if task not in TASKS:
-        import importlib
-
-        for module in TASK_MODULES:
-            try:
-                importlib.import_module(module)
-            except ImportError as e:
-                notes.append(f"{module} failed to import: {e}")
+        notes = _import_modules(TASK_MODULES)
         if task not in TASKS:
             notes += import_bundle_tasks()
     if task not in TASKS:

@@ -51,7 +51,8 @@ Files per subject (``common.simulation.datasets`` layout):
   ``labels``.
 
 Datalist attributes: ``weight_kg``, ``injected_Bq``, ``uptake_time_s``, ``trues_per_4mm_slice``,
-``scatter_fraction``, ``randoms_fraction``, ``units`` ("SUV"), ``phantom_seed``.
+``psf_fwhm_mm``, ``spacing_mm``, ``phantom_variety``, ``scatter_fraction``, ``randoms_fraction``,
+``total_trues``, ``count_scale``, ``units`` ("SUV"), ``phantom_seed``.
 """
 
 from __future__ import annotations

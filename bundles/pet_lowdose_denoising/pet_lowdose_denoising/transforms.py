@@ -26,6 +26,7 @@ from monai.transforms import MapTransform
 from common.data import load_datalist
 from common.learning.workflow import study_items
 from common.physics import suv
+from common.simulation.pet import drf_name
 
 __all__ = [
     "DOSE_CODE_REFERENCE",
@@ -168,7 +169,8 @@ class DoseLevelChanneld(MapTransform):
 
 
 def _drf_key(template: str, drf: float) -> str:
-    return template.format(drf=int(drf) if float(drf).is_integer() else drf)
+    # the dataset writer names its keys with drf_name, so items find them by the same rule
+    return template.format(drf=drf_name(drf))
 
 
 def dose_items(

@@ -4,8 +4,8 @@ PET given where a NAC PET is expected (named rule :data:`NAC_RULE`, :func:`tail_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
