@@ -12,6 +12,10 @@ import torch
 from common.data import read_datalist, read_nifti, read_npz
 from common.physics import hu_to_mu
 from common.simulation import spect as S
+from common.simulation.datasets import add_bundle_paths
+
+add_bundle_paths()
+from spect_projection_completion import dataset as T  # noqa: E402  (the task builder, with its bundle)
 from common.simulation.datasets import generate_dataset
 
 SPACING = (8.0, 8.0, 8.0)
@@ -144,17 +148,17 @@ def test_same_seed_gives_identical_projections_and_another_seed_does_not():
         ({"sparse_factor": 1}, "sparse_factor"),
         ({"sparse_factor": 7}, "does not divide"),
         ({"time_per_view_s": -15.0}, "time_per_view_s"),
-        ({"tracer": "Lu177-agent", "energy_keV": 208.4}, "septal penetration"),  # LEHR at 208 keV
+        ({"tracer": "Lu177-agent", "collimator": "SY-LEHR"}, "septal penetration"),  # LEHR at 208 keV
     ],
 )
 def test_bad_acquisition_parameters_raise_a_value_error_naming_the_problem(override, message):
     with pytest.raises(ValueError, match=message):
-        S.build_spect_projection_completion(np.random.default_rng(0), {**S.SPECT_PARAMS, **TINY, **override})
+        T.build_spect_projection_completion(np.random.default_rng(0), {**T.SPECT_PARAMS, **TINY, **override})
 
 
 def test_an_orbit_inside_the_body_is_refused():
     with pytest.raises(ValueError, match="radius_mm"):
-        S.build_spect_projection_completion(np.random.default_rng(0), {**S.SPECT_PARAMS, **TINY, "radius_mm": 100.0})
+        T.build_spect_projection_completion(np.random.default_rng(0), {**T.SPECT_PARAMS, **TINY, "radius_mm": 100.0})
 
 
 # ---------------------------------------------------------------------------------- builder
@@ -184,7 +188,7 @@ def test_stored_raw_data_reconstruct_to_the_stored_full_view_osem(tiny_dataset):
 def test_lu177_overrides_simulate_with_the_medium_energy_collimator_psf_at_208_kev():
     from common.physics.projectors import CollimatorPSF
 
-    data = S.build_spect_projection_completion(np.random.default_rng(1), {**S.SPECT_PARAMS, **TINY, **S.LU177_PARAMS})
+    data = T.build_spect_projection_completion(np.random.default_rng(1), {**T.SPECT_PARAMS, **TINY, **T.LU177_PARAMS})
     expected = CollimatorPSF.from_collimator("SY-ME", 208.4, 3.8)
     assert data.attributes["collimator"] == "SY-ME" and data.attributes["energy_keV"] == 208.4
     assert np.allclose(data.arrays["raw"]["psf"], [expected.slope, expected.intercept_mm, expected.intrinsic_fwhm_mm])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import common.simulation.spect  # noqa: F401  (registers the shared task)
 from common.simulation.datasets import TASKS, bundle_task_modules, import_bundle_tasks
 
 assert not import_bundle_tasks()  # registers the tasks of every bundle (bundles/<name>/<name>/dataset.py)
@@ -69,6 +68,13 @@ FINGERPRINTS: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
         "labels": (19427.0, 175367.0),
         "osem_full": (55530792.55266063, 12343554529739.295),
         "osem_sparse": (56459846.16314019, 12879765551331.775),
+    },
+    ("spect_projection_completion", "3"): {
+        "activity": (128479929.13238525, 21951113909356.0),
+        "ct": (-17325188.0, 18007597544.0),
+        "labels": (43047.0, 353869.0),
+        "osem_full": (123501526.4511838, 8525033317154.7295),
+        "osem_sparse": (124233897.75168502, 6480206784628.004),
     },
 }
 

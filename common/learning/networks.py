@@ -13,6 +13,10 @@ dimensionality, and ``verify`` can check its spatial shape with one 3D tensor.
   ``slices`` adjacent slices (stacked as channels, replicate padding at the ends of the volume)
   plus any per-voxel conditioning channels taken at the centre slice only.
 - :class:`VolumeUNet` (3D): a MONAI 3D ``UNet`` on the whole volume or a patch.
+- :class:`CircularPadNet`: wraps either for an input that is periodic along one axis (SPECT
+  projections over 360 degrees of views): MONAI's networks pad with zeros, so the first and last
+  views would see a fake edge; the wrapper pads that axis circularly, by at least ``margin`` and up
+  to a multiple of what the U-Net's strides need (120 views -> 128 with ``multiple`` 8), and crops.
 
 Default ``norm=None``: instance (or small-batch) normalisation subtracts each feature map's mean,
 which erases a constant conditioning channel (the dose level) and the absolute intensity scale
@@ -40,7 +44,7 @@ from monai.networks.nets import UNet
 from monai.utils import convert_to_dst_type
 from torch import nn
 
-__all__ = ["SliceStackUNet", "VolumeUNet", "SliceMarginLoss"]
+__all__ = ["CircularPadNet", "SliceMarginLoss", "SliceStackUNet", "VolumeUNet"]
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int, n_dims: int) -> tuple[torch.Tensor, list[int]]:
@@ -77,7 +81,16 @@ def _check_unet_args(channels: Sequence[int], strides: Sequence[int]) -> int:
     return multiple
 
 
-def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_units, norm, dropout) -> UNet:
+def _unet(
+    spatial_dims,
+    in_channels,
+    out_channels,
+    channels,
+    strides,
+    num_res_units,
+    norm,
+    dropout,
+) -> UNet:
     return UNet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
@@ -213,7 +226,16 @@ class VolumeUNet(nn.Module):
         self.multiple = _check_unet_args(channels, strides)
         self.in_channels = int(in_channels)
         self.residual = bool(residual)
-        self.unet = _unet(3, in_channels, out_channels, channels, strides, num_res_units, norm, dropout)
+        self.unet = _unet(
+            3,
+            in_channels,
+            out_channels,
+            channels,
+            strides,
+            num_res_units,
+            norm,
+            dropout,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
@@ -223,6 +245,49 @@ class VolumeUNet(nn.Module):
         if self.residual:
             out = out + x[:, :1]
         return out
+
+
+class CircularPadNet(nn.Module):
+    """Run ``net`` on an input padded circularly along the periodic spatial axis ``dim``, then crop.
+
+    Args:
+        net: a module mapping ``[B, C, X, Y, Z]`` to ``[B, O, X, Y, Z]`` (e.g. :class:`VolumeUNet`,
+            which pads the other axes itself).
+        dim: the periodic spatial axis (0, 1 or 2 for X, Y, Z), e.g. the view axis of projections.
+        margin: views of wrapped context added at least at each end (the network's receptive field
+            beyond the first and last view).
+        multiple: the padded length is a multiple of this (the product of the U-Net's strides).
+
+    Shapes: ``forward(x [B, C, X, Y, Z]) -> [B, O, X, Y, Z]``; the padding wraps around, so it needs
+    ``margin + multiple <= n`` along ``dim`` (one period of context at most).
+    """
+
+    def __init__(self, net: nn.Module, dim: int = 2, margin: int = 4, multiple: int = 8) -> None:
+        super().__init__()
+        if dim not in (0, 1, 2):
+            raise ValueError(f"dim must be a spatial axis 0, 1 or 2, got {dim}")
+        if margin < 0 or multiple < 1:
+            raise ValueError(f"margin must be >= 0 and multiple >= 1, got {margin}, {multiple}")
+        self.net, self.dim, self.margin, self.multiple = (
+            net,
+            int(dim),
+            int(margin),
+            int(multiple),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"expected input [B, C, X, Y, Z], got {list(x.shape)}")
+        axis = 2 + self.dim
+        n = x.shape[axis]
+        total = n + 2 * self.margin
+        total += (self.multiple - total % self.multiple) % self.multiple
+        left = (total - n) // 2
+        right = total - n - left
+        if max(left, right) > n:
+            raise ValueError(f"{n} samples along the periodic axis are fewer than the padding {max(left, right)}")
+        xp = torch.cat([x.narrow(axis, n - left, left), x, x.narrow(axis, 0, right)], dim=axis)
+        return self.net(xp).narrow(axis, left, n)
 
 
 class SliceMarginLoss(nn.Module):

@@ -160,7 +160,7 @@ def _call_or_value(value: Any, params: Mapping[str, Any]) -> Any:
     return value(params) if callable(value) else value
 
 
-#: Registered tasks: common.simulation.spect and each bundle's dataset.py register theirs on import.
+#: Registered tasks: each bundle's dataset.py registers its own on import.
 TASKS: dict[str, TaskSpec] = {}
 
 
@@ -173,7 +173,7 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 
 #: Modules of ``common`` that register shared tasks when imported.
-TASK_MODULES = ("common.simulation.spect",)
+TASK_MODULES: tuple[str, ...] = ()  # shared task modules (none today: every task lives with its bundle)
 #: A bundle registers the tasks that serve it alone in ``<bundle_root>/<name>/dataset.py``.
 BUNDLE_TASK_MODULE = "dataset"
 

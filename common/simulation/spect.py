@@ -1,6 +1,7 @@
 """SPECT acquisitions from phantoms: projections at all views and at sparse subsets, Poisson
-counts, attenuation-corrected OSEM in Bq/mL; and the ``spect_projection_completion`` task
-(registered in :data:`common.simulation.datasets.TASKS` on import).
+counts, attenuation-corrected OSEM in Bq/mL, the linear view-interpolation baseline. The
+``spect_projection_completion`` dataset task that uses them lives with its bundle
+(``bundles/spect_projection_completion/spect_projection_completion/dataset.py``).
 
 Acquisition model (parallel-hole camera, :class:`common.physics.projectors.SPECTProjector`)::
 
@@ -30,16 +31,17 @@ derivation is used so every collimator and energy follows one rule. SY-ME at 208
 Y = 0.11): S = 14.6 cps/MBq.
 ``sensitivity_cps_per_MBq`` overrides the derivation with a measured value.
 
-Default acquisition (Tc-99m bone agent, :data:`SPECT_PARAMS`): 120 views over 360 degrees, 2
-heads (each view is one stop of one head, 60 stops per head), 15 s per view (15 min), circular
-orbit of radius 270 mm, SY-LEHR, intrinsic resolution 3.8 mm FWHM at 140 keV (SIMIND's Symbia
-input), 20 % window at 140.5 keV. Decay during the 15 min is neglected (2.8 % for Tc-99m).
+Default acquisition (``SPECT_PARAMS`` of the task): each subject is a Tc-99m bone-agent or a Lu-177
+PSMA-like study (drawn), 120 views over 360 degrees, 2 heads (each view is one stop of one head,
+60 stops per head), circular orbit of radius 270 mm, intrinsic resolution 3.8 mm FWHM at 140 keV
+(SIMIND's Symbia input), 20 % window. Tc-99m: 140.5 keV, SY-LEHR, 8-20 s per view; decay during
+the scan is neglected (2.8 % in 15 min).
 Grid: 104 x 104 x 80 voxels of 4.8 mm (499 x 499 x 384 mm; 4.8 mm is the usual voxel of a
 128 matrix on a 614 mm SPECT detector), detector bins of the same size. One subject takes about
 15-23 s on one thread (measured with the machine shared, load 3-5); the PET grid (128 x 128 x 96 of
 4 mm) took 65-71 s, mostly the 120-view OSEM with attenuation and PSF.
 
-Lu-177 (:data:`LU177_PARAMS`): 208.4 keV, SY-ME, 30 s per view. A low-energy collimator at
+Lu-177: 208.4 keV, SY-ME, 6-25 s per view (:data:`SPECT_ACQUISITIONS`). A low-energy collimator at
 208 keV is refused: its septa (0.16 mm) are thinner than the 5 %-penetration criterion
 ``t >= 6 D / mu / (L - 3 / mu)`` (Cherry et al. ch. 14) asks (0.31 mm), NOTES.md.
 
@@ -87,34 +89,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.physics import decay_factor, hu_to_mu, nuclide
+from common.physics import hu_to_mu, nuclide
 from common.physics.noise import poisson
 from common.physics.projectors import COLLIMATORS, CollimatorPSF, SPECTProjector
-from common.simulation.datasets import SubjectData, TaskSpec, register_task
-from common.simulation.pet import sample_param, smooth_sinogram, torch_generator
+from common.simulation.pet import sample_log_param, smooth_sinogram
 
 __all__ = [
     "COLLIMATOR_SEPTA_MM",
+    "SPECT_ACQUISITIONS",
     "SPECT_TRACERS",
-    "SPECT_PARAMS",
-    "LU177_PARAMS",
     "SPECTData",
     "ViewSubset",
-    "photon_yield",
-    "collimator_sensitivity",
+    "check_orbit",
     "check_septal_penetration",
-    "spect_count_scale",
-    "sparse_views",
-    "spect_projector",
-    "simulate_spect",
+    "collimator_sensitivity",
+    "interpolate_views",
+    "photon_yield",
     "reconstruct_spect",
     "reconstruct_spect_raw",
-    "build_spect_projection_completion",
+    "sample_acquisition",
+    "simulate_spect",
+    "sparse_views",
+    "spect_count_scale",
+    "spect_projector",
 ]
 
 #: Septal thickness (mm) of the collimators of :data:`common.physics.projectors.COLLIMATORS`, SIMIND
 #: ``collim.col`` as shipped in PyTomography 3.4 (``data/collim.col``; all hexagonal holes).
-COLLIMATOR_SEPTA_MM: dict[str, float] = {"SY-LEHR": 0.16, "SY-ME": 1.14, "GI-LEHR": 0.20, "GI-MEGP": 1.05}
+COLLIMATOR_SEPTA_MM: dict[str, float] = {
+    "SY-LEHR": 0.16,
+    "SY-ME": 1.14,
+    "GI-LEHR": 0.20,
+    "GI-MEGP": 1.05,
+}
 #: Anger's hole-shape constant for hexagonal holes in a hexagonal array (Cherry et al., ch. 14).
 ANGER_K_HEXAGONAL = 0.26
 #: Default NaI(Tl) crystal thickness (3/8 inch), mm.
@@ -122,36 +129,23 @@ CRYSTAL_MM = 9.525
 #: Tracers of :mod:`common.simulation.phantoms` imaged with SPECT, and their radionuclides.
 SPECT_TRACERS: dict[str, str] = {"Tc99m-agent": "Tc-99m", "Lu177-agent": "Lu-177"}
 
-#: Defaults of ``spect_projection_completion`` (Tc-99m bone agent; module docstring). Ranges
-#: ``[low, high]`` are sampled per subject.
-SPECT_PARAMS: dict[str, Any] = {
-    "shape": [104, 104, 80],  # 499 x 499 x 384 mm (module docstring: speed)
-    "spacing_mm": [4.8, 4.8, 4.8],
-    "n_lesions": [1, 8],
-    "phantom_variety": "training",  # anatomy and uptake ranges of common.simulation.phantoms
-    "tracer": "Tc99m-agent",
-    "energy_keV": 140.5,
-    "window_fraction": 0.20,  # full width of the photopeak window / energy
-    "collimator": "SY-LEHR",
-    "intrinsic_fwhm_140keV_mm": 3.8,  # SIMIND Symbia input: intrinsic resolution 0.38 cm
-    "crystal_mm": CRYSTAL_MM,
-    "sensitivity_cps_per_MBq": None,  # None: Anger's formula (collimator_sensitivity)
-    "n_views": 120,
-    "n_heads": 2,
-    "time_per_view_s": 15.0,
-    "radius_mm": 270.0,
-    "scatter_to_primary": 0.30,
-    "scatter_fwhm_mm": [60.0, 60.0],  # (u, v) width of the scatter kernel
-    "sparse_factor": 4,
-    "n_iters": 5,
-    "n_subsets": 8,
-}
-#: Overrides for a Lu-177 (PSMA-like agent) study: 208 keV photopeak, medium-energy collimator.
-LU177_PARAMS: dict[str, Any] = {
-    "tracer": "Lu177-agent",
-    "energy_keV": 208.4,
-    "collimator": "SY-ME",
-    "time_per_view_s": 30.0,
+#: Standard acquisition of each SPECT tracer: photopeak (keV), collimator, and the time per view
+#: (s; a [low, high] range is drawn log-uniformly per subject, so count levels span a decade).
+#: Tc-99m bone agent: LEHR, 8-20 s per view (120 views, 2 heads: 8-20 min). Lu-177 PSMA-like agent
+#: at 20-28 h: 208 keV window, medium-energy collimator, 6-25 s per view. With the phantoms'
+#: bodies (20-150 kg) the measured totals are 1-17 M counts per study for either (docs of
+#: bundles/spect_projection_completion), around the clinical 1-3 M (Lu-177) and 5-10 M (Tc-99m).
+SPECT_ACQUISITIONS: dict[str, dict[str, Any]] = {
+    "Tc99m-agent": {
+        "energy_keV": 140.5,
+        "collimator": "SY-LEHR",
+        "time_per_view_s": [8.0, 20.0],
+    },
+    "Lu177-agent": {
+        "energy_keV": 208.4,
+        "collimator": "SY-ME",
+        "time_per_view_s": [6.0, 25.0],
+    },
 }
 
 
@@ -183,7 +177,10 @@ def photon_yield(nuclide_name: str, energy_keV: float, window_fraction: float = 
     ``energy_keV * (1 +- window_fraction / 2)``; ValueError if no line falls in it."""
     energy_keV = _check_positive("energy_keV", energy_keV)
     window_fraction = _check_positive("window_fraction", window_fraction)
-    lo, hi = energy_keV * (1 - window_fraction / 2), energy_keV * (1 + window_fraction / 2)
+    lo, hi = (
+        energy_keV * (1 - window_fraction / 2),
+        energy_keV * (1 + window_fraction / 2),
+    )
     y = sum(w for e, w in nuclide(nuclide_name).photon_lines if lo <= e <= hi)
     if y <= 0:
         raise ValueError(f"{nuclide_name} has no photon line in the window {lo:.1f}-{hi:.1f} keV (energy_keV={energy_keV})")
@@ -204,7 +201,10 @@ def check_septal_penetration(collimator: str, energy_keV: float) -> None:
 
 
 def collimator_sensitivity(
-    collimator: str, energy_keV: float, photon_yield_per_decay: float, crystal_mm: float = CRYSTAL_MM
+    collimator: str,
+    energy_keV: float,
+    photon_yield_per_decay: float,
+    crystal_mm: float = CRYSTAL_MM,
 ) -> float:
     """System sensitivity of one head in cps/MBq from the collimator geometry (Anger's formula,
     module docstring): ``1e6 * K^2 (D/L_eff)^2 (D/(D+t))^2 * yield * (1 - exp(-mu_NaI(E) crystal))``."""
@@ -245,6 +245,31 @@ def sparse_views(n_views: int, sparse_factor: int) -> list[int]:
     return list(range(0, int(n_views), int(sparse_factor)))
 
 
+def interpolate_views(sparse: torch.Tensor, sparse_factor: int, dim: int = 0) -> torch.Tensor:
+    """The linear-interpolation baseline of sparse-view completion: the views ``0, f, 2f, ...`` of
+    a 360-degree set (``sparse`` holds ``n`` of them along ``dim``) -> all ``n * f`` views, each
+    missing view interpolated linearly in angle between its two acquired neighbours, wrapping
+    from the last view to the first (the set is periodic). Acquired views are kept exactly."""
+    f = int(sparse_factor)
+    if isinstance(sparse_factor, bool) or f != sparse_factor or f < 1:
+        raise ValueError(f"sparse_factor must be a positive integer, got {sparse_factor!r}")
+    x = torch.movedim(torch.as_tensor(sparse), dim, 0)
+    if x.shape[0] < 2:
+        raise ValueError(f"need at least 2 acquired views to interpolate, got {x.shape[0]}")
+    w = (
+        torch.arange(
+            f,
+            dtype=x.dtype if x.is_floating_point() else torch.float32,
+            device=x.device,
+        )
+        / f
+    )
+    w = w.view(1, f, *([1] * (x.dim() - 1)))
+    a, b = x.unsqueeze(1), torch.roll(x, -1, dims=0).unsqueeze(1)
+    full = (1 - w) * a + w * b  # [n, f, ...]: view i * f + r
+    return torch.movedim(full.reshape(x.shape[0] * f, *x.shape[1:]), 0, dim)
+
+
 class ViewSubset:
     """The views ``views`` of a projector as a projector of their own (for OSEM of a sparse-view
     study), sharing the parent's matrices and attenuation cache instead of building new ones.
@@ -258,7 +283,11 @@ class ViewSubset:
         if not idx or min(idx) < 0 or max(idx) >= projector.n_views:
             raise ValueError(f"views must be non-empty indices in [0, {projector.n_views}), got {idx[:8]}")
         self.parent, self.views = projector, idx
-        self.shape, self.spacing_mm, self.n_views = projector.shape, projector.spacing_mm, len(idx)
+        self.shape, self.spacing_mm, self.n_views = (
+            projector.shape,
+            projector.spacing_mm,
+            len(idx),
+        )
         self.angles_deg = np.asarray(projector.angles_deg)[idx]
 
     def _select(self, views: Sequence[int] | torch.Tensor | None) -> list[int]:
@@ -295,7 +324,15 @@ def spect_projector(
     if collimator is not None:
         check_septal_penetration(collimator, energy_keV)
         psf = CollimatorPSF.from_collimator(collimator, energy_keV, intrinsic_fwhm_140keV_mm)
-    return SPECTProjector(shape, spacing_mm, n_views, 360.0, _check_positive("radius_mm", radius_mm), mu_map, psf)
+    return SPECTProjector(
+        shape,
+        spacing_mm,
+        n_views,
+        360.0,
+        _check_positive("radius_mm", radius_mm),
+        mu_map,
+        psf,
+    )
 
 
 # ------------------------------------------------------------------------------- simulation
@@ -365,11 +402,21 @@ def reconstruct_spect(
     its views only). ``n_subsets`` is capped at the number of views."""
     from common.physics.recon import osem
 
-    image = osem(projector, counts, n_iters, min(int(n_subsets), projector.n_views), background=background)
+    image = osem(
+        projector,
+        counts,
+        n_iters,
+        min(int(n_subsets), projector.n_views),
+        background=background,
+    )
     return image / _check_positive("count_scale", count_scale)
 
 
-def reconstruct_spect_raw(raw: Mapping[str, np.ndarray], ct_hu: np.ndarray | torch.Tensor, sparse: bool = False) -> torch.Tensor:
+def reconstruct_spect_raw(
+    raw: Mapping[str, np.ndarray],
+    ct_hu: np.ndarray | torch.Tensor,
+    sparse: bool = False,
+) -> torch.Tensor:
     """Reconstruct a stored ``spect_projection_completion`` raw file (module docstring) in Bq/mL
     decay-corrected to injection, with the mu-map of ``ct_hu`` [X, Y, Z]; all views, or the
     sparse subset (``sparse=True``)."""
@@ -386,12 +433,19 @@ def reconstruct_spect_raw(raw: Mapping[str, np.ndarray], ct_hu: np.ndarray | tor
     if sparse:
         idx = [int(v) for v in raw["sparse_views"]]
         projector, counts, scatter = ViewSubset(full, idx), counts[idx], scatter[idx]
-    image = reconstruct_spect(projector, counts, scatter, float(raw["count_scale"]), int(raw["n_iters"]), int(raw["n_subsets"]))
+    image = reconstruct_spect(
+        projector,
+        counts,
+        scatter,
+        float(raw["count_scale"]),
+        int(raw["n_iters"]),
+        int(raw["n_subsets"]),
+    )
     return image / float(raw["decay_factor"])
 
 
-# ---------------------------------------------------------------------------------- builder
-def _check_orbit(activity: np.ndarray, spacing_mm: Sequence[float], radius_mm: float) -> None:
+# ------------------------------------------------------------------------------ acquisition
+def check_orbit(activity: np.ndarray, spacing_mm: Sequence[float], radius_mm: float) -> None:
     """The camera must clear the body: no activity outside the orbit's circle."""
     X, Y = activity.shape[:2]
     x = (np.arange(X) - (X - 1) / 2) * spacing_mm[0]
@@ -401,26 +455,32 @@ def _check_orbit(activity: np.ndarray, spacing_mm: Sequence[float], radius_mm: f
         raise ValueError(f"radius_mm {radius_mm} is inside the body: activity lies outside the camera orbit")
 
 
-def _acquisition(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated acquisition constants of a parameter set (tracer, line, collimator, sensitivity)."""
-    tracer = params["tracer"]
+def sample_acquisition(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated acquisition of one subject (tracer drawn, line, collimator, sensitivity, time)."""
+    tracers = params["tracer"]
+    tracer = tracers if isinstance(tracers, str) else str(rng.choice(list(tracers)))
     if tracer not in SPECT_TRACERS:
         raise ValueError(f"tracer {tracer!r} unknown for SPECT; known: {sorted(SPECT_TRACERS)}")
-    energy = _check_positive("energy_keV", params["energy_keV"])
+    standard = {key: (v if params.get(key) is None else params[key]) for key, v in SPECT_ACQUISITIONS[tracer].items()}
+    energy = _check_positive("energy_keV", standard["energy_keV"])
     n_views = int(params["n_views"])
     views = sparse_views(n_views, params["sparse_factor"])
     n_heads = int(params["n_heads"])
     if n_heads < 1 or n_views % n_heads:
         raise ValueError(f"n_heads must be >= 1 and divide n_views {n_views}, got {params['n_heads']!r}")
-    t_view = _check_positive("time_per_view_s", params["time_per_view_s"])
-    collimator = params["collimator"]
+    t_view = _check_positive("time_per_view_s", sample_log_param(rng, standard["time_per_view_s"]))
+    t_view *= _check_positive("time_per_view_factor", params.get("time_per_view_factor", 1.0))
+    collimator = standard["collimator"]
     check_septal_penetration(collimator, energy)
     y = photon_yield(SPECT_TRACERS[tracer], energy, params["window_fraction"])
     if params["sensitivity_cps_per_MBq"] is None:
         sens = collimator_sensitivity(collimator, energy, y, params["crystal_mm"])
         source = f"Anger's formula, {collimator} (K 0.26, SIMIND geometry), yield {y:.4g}, {params['crystal_mm']} mm NaI"
     else:
-        sens, source = _check_positive("sensitivity_cps_per_MBq", params["sensitivity_cps_per_MBq"]), "given"
+        sens, source = (
+            _check_positive("sensitivity_cps_per_MBq", params["sensitivity_cps_per_MBq"]),
+            "given",
+        )
     return {
         "tracer": tracer, "nuclide": SPECT_TRACERS[tracer], "energy_keV": energy, "photon_yield": y,
         "collimator": collimator, "sensitivity_cps_per_MBq": sens, "sensitivity_source": source,
@@ -428,103 +488,3 @@ def _acquisition(params: Mapping[str, Any]) -> dict[str, Any]:
         "acquisition_time_s": t_view * n_views / n_heads, "radius_mm": _check_positive("radius_mm", params["radius_mm"]),
         "sparse_views": views,
     }  # fmt: skip
-
-
-def build_spect_projection_completion(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
-    """One ``spect_projection_completion`` subject (files and model: module docstring)."""
-    from common.simulation.phantoms import make_torso_phantom
-
-    acq = _acquisition(params)
-    phantom_seed = [int(v) for v in rng.integers(0, 2**32, size=4)]
-    ph = make_torso_phantom(
-        phantom_seed,
-        shape=tuple(params["shape"]),
-        spacing_mm=tuple(params["spacing_mm"]),
-        n_lesions=tuple(params["n_lesions"]),
-        variety=params["phantom_variety"],
-    )
-    tracer, spacing = acq["tracer"], tuple(float(s) for s in ph.spacing_mm)
-    _check_orbit(ph.activity[tracer], spacing, acq["radius_mm"])
-    injected, uptake = ph.injected_activity_Bq[tracer], ph.uptake_time_s[tracer]
-    decay = float(decay_factor(uptake, nuclide(acq["nuclide"]).half_life_s))
-    # CT stored as int16 HU; the simulation uses exactly the stored numbers (true-CT AC reproduces it).
-    ct_hu = np.clip(np.round(ph.ct_hu), -1024, 3071).astype(np.int16)
-    mu = hu_to_mu(torch.from_numpy(ct_hu), acq["energy_keV"])
-    projector = spect_projector(
-        ph.labels.shape, spacing, acq["n_views"], acq["radius_mm"], mu, acq["collimator"], acq["energy_keV"],
-        float(params["intrinsic_fwhm_140keV_mm"]),
-    )  # fmt: skip
-    k = spect_count_scale(spacing, acq["sensitivity_cps_per_MBq"], acq["time_per_view_s"])
-    spr = sample_param(rng, params["scatter_to_primary"])
-    data = simulate_spect(
-        torch.from_numpy(ph.activity[tracer]) * decay, projector, k, spr, tuple(params["scatter_fwhm_mm"]), torch_generator(rng)
-    )
-    it, sub = int(params["n_iters"]), int(params["n_subsets"])
-    scatter = data.scatter.half()  # half the disk; reconstruct with the stored values
-    background = scatter.float() if spr > 0 else None
-    full = reconstruct_spect(projector, data.counts, background, k, it, sub) / decay
-    idx = acq["sparse_views"]
-    sparse = reconstruct_spect(
-        ViewSubset(projector, idx), data.counts[idx], None if background is None else background[idx], k, it, sub
-    ) / decay  # fmt: skip
-    psf = projector.psf
-    raw = {
-        "projections": data.counts.numpy().astype(np.int32),
-        "scatter": scatter.numpy(),
-        "sparse_views": np.asarray(idx, dtype=np.int64),
-        "sparse_factor": np.int64(params["sparse_factor"]),
-        "angles_deg": np.asarray(projector.angles_deg, dtype=np.float64),
-        "radius_mm": np.float64(acq["radius_mm"]),
-        "count_scale": np.float64(k),
-        "decay_factor": np.float64(decay),
-        "energy_keV": np.float64(acq["energy_keV"]),
-        "collimator": np.asarray(acq["collimator"]),
-        "psf": np.asarray([psf.slope, psf.intercept_mm, psf.intrinsic_fwhm_mm], dtype=np.float64),
-        "n_iters": np.int64(it),
-        "n_subsets": np.int64(sub),
-        "spacing_mm": np.asarray(spacing, dtype=np.float64),
-        "image_shape": np.asarray(ph.labels.shape, dtype=np.int64),
-    }
-    total = float(data.counts.sum())
-    attributes = {
-        **{key: v for key, v in acq.items() if key != "sparse_views"},
-        "units": "Bq/mL (decay-corrected to injection)",
-        "weight_kg": float(ph.weight_kg),
-        "injected_Bq": float(injected),
-        "uptake_time_s": float(uptake),
-        "decay_factor": decay,
-        "sparse_factor": int(params["sparse_factor"]),
-        "n_sparse_views": len(idx),
-        "scatter_to_primary": spr,
-        "count_scale": k,
-        "total_counts": total,
-        "mean_counts_per_view": total / acq["n_views"],
-        "phantom_seed": phantom_seed,
-    }
-    affine = ph.affine
-    return SubjectData(
-        images={
-            "activity": (ph.activity[tracer].astype(np.float32), affine),
-            "ct": (ct_hu, affine),
-            "labels": (ph.labels.astype(np.int16), affine),
-            "osem_full": (full.numpy().astype(np.float32), affine),
-            "osem_sparse": (sparse.numpy().astype(np.float32), affine),
-        },
-        arrays={"raw": raw},
-        attributes=attributes,
-    )
-
-
-register_task(
-    TaskSpec(
-        "spect_projection_completion",
-        build_spect_projection_completion,
-        image_keys=("activity", "ct", "labels", "osem_full", "osem_sparse"),
-        array_keys=("raw",),
-        params=SPECT_PARAMS,
-        version="2",  # 2: phantom variety (issue 19)
-        # shifted bodies reach 550 mm wide: a wider orbit keeps them inside it
-        families={"shifted": {"phantom_variety": "shifted", "radius_mm": 320.0}},
-        description="Tc-99m torso SPECT: all-view and sparse-view projections (counts), AC OSEM of both (Bq/mL), truth, CT",
-    )
-)
