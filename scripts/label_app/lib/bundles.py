@@ -1,0 +1,101 @@
+"""Which bundles the app serves, decided from each bundle's own files.
+
+Plain json/pathlib only, so ``python -m scripts label_server`` and the tests use the same rule
+without importing MONAI Label. A bundle is served when it is image in, image out, as NIfTI:
+
+- ``configs/inference.json``, ``configs/metadata.json`` and ``models/model.pt`` (or ``model.ts``);
+- ``network_data_format`` has the input ``image`` and the output ``pred``, both of type ``image``;
+- its ``preprocessing`` loads one image, ``image`` (a second input, e.g. ``--input_ct``, cannot come
+  through one MONAI Label request);
+- its ``postprocessing`` writes ``pred`` with ``SaveImaged`` as NIfTI.
+
+Per-study facts (e.g. the dose reduction factor) come from the config's ``study_facts``
+(``{item key: "@cli_id"}``, DESIGN 4): each ``cli_id`` becomes a request parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+INPUT_KEY = "image"
+OUTPUT_KEY = "pred"
+WEIGHTS = ("model.pt", "model.ts")
+NIFTI_EXTS = (".nii.gz", ".nii")
+
+
+def _target(transform: Any) -> str:
+    return str(transform.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(transform, dict) else ""
+
+
+def _keys(transform: dict) -> list[str]:
+    keys = transform.get("keys", [])
+    return [keys] if isinstance(keys, str) else list(keys)
+
+
+def _transforms(section: Any) -> list[Any]:
+    if isinstance(section, dict):
+        return list(section.get("transforms", []))
+    return list(section) if isinstance(section, list) else []
+
+
+def unservable_reason(bundle: str | Path) -> str | None:
+    """Why the app cannot serve ``bundle`` (one line), or None when it can."""
+    bundle = Path(bundle)
+    configs = bundle / "configs"
+    for name in ("inference.json", "metadata.json"):
+        if not (configs / name).is_file():
+            return f"no configs/{name}"
+    if not any((bundle / "models" / w).is_file() for w in WEIGHTS):
+        return "no trained weights (models/model.pt)"
+    try:
+        meta = json.loads((configs / "metadata.json").read_text())
+        infer = json.loads((configs / "inference.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"unreadable config: {e}"
+    fmt = meta.get("network_data_format", {})
+    inp, out = fmt.get("inputs", {}).get(INPUT_KEY), fmt.get("outputs", {}).get(OUTPUT_KEY)
+    if not isinstance(inp, dict) or not isinstance(out, dict):
+        return f"network_data_format has no input {INPUT_KEY!r} or no output {OUTPUT_KEY!r}"
+    if inp.get("type") != "image" or out.get("type") != "image":
+        return f"not image in, image out (input type {inp.get('type')!r}, output type {out.get('type')!r})"
+    loads = [t for t in _transforms(infer.get("preprocessing")) if _target(t) == "LoadImaged"]
+    if len(loads) != 1 or _keys(loads[0]) != [INPUT_KEY]:
+        return f"preprocessing does not load exactly one image {INPUT_KEY!r} (LoadImaged keys: {[_keys(t) for t in loads]})"
+    saves = [t for t in _transforms(infer.get("postprocessing")) if _target(t) == "SaveImaged" and OUTPUT_KEY in _keys(t)]
+    if not saves:
+        return f"postprocessing does not write {OUTPUT_KEY!r} with SaveImaged"
+    ext = saves[0].get("output_ext", ".nii.gz")
+    if ext not in NIFTI_EXTS:
+        return f"output is written as {ext!r}, not NIfTI"
+    return None
+
+
+def find_bundles(root: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """``({name: path} servable, {name: reason} skipped)`` for the folders under ``root``
+    (symbolic links followed) that hold a ``configs/`` folder."""
+    served: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    root = Path(root)
+    for path in sorted(p for p in root.iterdir() if (p / "configs").is_dir()) if root.is_dir() else []:
+        reason = unservable_reason(path)
+        if reason is None:
+            served[path.name] = path
+        else:
+            skipped[path.name] = reason
+    return served, skipped
+
+
+def study_facts(inference_config: dict) -> dict[str, str]:
+    """``{request parameter: item key}`` of a bundle's per-study facts: ``"study_facts": {"drf":
+    "@dose_reduction_factor"}`` gives ``{"dose_reduction_factor": "drf"}`` (the parameter has the
+    command-line id's name); a fact whose value is not an ``@`` reference keeps its own name."""
+    facts = inference_config.get("study_facts")
+    if not isinstance(facts, dict):
+        return {}
+    out = {}
+    for key, value in facts.items():
+        ref = value[1:] if isinstance(value, str) and value.startswith("@") and value[1:].isidentifier() else None
+        out[ref or key] = key
+    return out

@@ -1,0 +1,93 @@
+"""MONAI Label app: every image-generation bundle under ``model/`` served by its bundle infer task.
+
+Start it with MONAI Label's ``start_server`` (``python -m scripts label_server`` links the bundles
+and makes studies first; ``python -m scripts.label_app`` is the ``monailabel`` command after the
+import fixes this environment needs, ``lib/compat.py``)::
+
+    python -m scripts.label_app start_server --app scripts/label_app --studies STUDIES \\
+        --host 127.0.0.1 --port 8000 [--conf models pet_nac_to_pct,pet_lowdose_denoising]
+
+- Bundles are folders (or symbolic links) under ``<app>/model/``; ``--conf models a,b`` picks some,
+  the default is all. Nothing is downloaded: no model-zoo listing, no SAM2 (the stock
+  ``monaibundle`` app fetches both unless told not to).
+- A bundle that is not image in, image out as NIfTI (``lib/bundles.py``) is skipped with its reason
+  in the log and in ``/info/`` (``skipped``).
+- ``POST /infer/<bundle>?image=<id>`` with ``params`` such as ``{"dose_reduction_factor": 10,
+  "units": "SUV"}`` returns the generated image as float32 NIfTI on the input's grid and affine,
+  in the bundle's output units (HU, SUV, Bq/mL, Gy/s) (``lib/infer.py``).
+- Client mistakes get 4xx with a reason (``lib/errors.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from lib.compat import ensure_torchvision_imports
+
+ensure_torchvision_imports()  # before monailabel.tasks.infer.bundle (a no-op after python -m scripts.label_app)
+
+import monailabel  # noqa: E402
+from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
+from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+
+from lib.bundles import find_bundles  # noqa: E402
+from lib.errors import CLIENT_ERRORS, client_error, install_params_handler  # noqa: E402
+from lib.infer import ImageBundleInferTask  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class NMImageGenerationApp(MONAILabelApp):
+    """Serves the bundles under ``<app_dir>/model`` (``--conf models a,b`` to pick)."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.model_dir = os.path.join(app_dir, "model")
+        served, self.skipped = find_bundles(self.model_dir)
+        wanted = [m.strip() for m in conf.get("models", "").split(",") if m.strip()]
+        unknown = [m for m in wanted if m not in served]
+        if unknown:
+            reasons = "; ".join(f"{m}: {self.skipped.get(m, 'not under ' + self.model_dir)}" for m in unknown)
+            raise ValueError(f"--conf models names bundles this app cannot serve: {reasons}")
+        self.bundles = {m: str(served[m]) for m in wanted} if wanted else {m: str(p) for m, p in served.items()}
+        for name, reason in self.skipped.items():
+            logger.warning(f"+++ Skipping bundle {name}: {reason}")
+        install_params_handler()
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="NM image generation bundles",
+            description="MONAI bundles generating PET/SPECT images (pseudo-CT, denoised PET, ...), served offline",
+            version=monailabel.__version__,
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        infers: dict[str, InferTask] = {}
+        for name, path in self.bundles.items():
+            task = ImageBundleInferTask(path, self.conf)
+            if task.is_valid():
+                logger.info(f"+++ Adding Inferer:: {name} => {path}")
+                infers[name] = task
+            else:
+                self.skipped[name] = "MONAI Label's bundle task refused it (see the log above)"
+        return infers
+
+    def info(self) -> dict[str, Any]:
+        meta = super().info()
+        meta["skipped"] = dict(self.skipped)
+        return meta
+
+    def infer(self, request: dict[str, Any], datastore=None) -> dict[str, Any]:
+        model = request.get("model")
+        if model not in self._infers:
+            raise client_error(404, f"unknown model {model!r}; this server has {sorted(self._infers)}")
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.exists(image):
+            if not (datastore or self.datastore()).get_image_uri(image):
+                raise client_error(404, f"unknown image {image!r}: no such study in {self.studies}")
+        try:
+            return super().infer(request, datastore)
+        except CLIENT_ERRORS as e:
+            raise client_error(422, f"{model}: {str(e).strip()}") from e
