@@ -21,6 +21,7 @@ COMMANDS = {
     "make_dataset": "simulate a task's dataset (NIfTI + datalist.json)",
     "preview": "PNG montage of one simulated subject",
     "benchmark": "speed/accuracy benchmarks; writes results/benchmark.json",
+    "label_server": "serve the bundles with MONAI Label on 127.0.0.1 (synthetic held-out studies)",
 }
 
 
