@@ -28,13 +28,12 @@ from lib.compat import ensure_torchvision_imports
 
 ensure_torchvision_imports()  # before monailabel.tasks.infer.bundle (a no-op after python -m scripts.label_app)
 
-import monailabel  # noqa: E402
-from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
-from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
-
-from lib.bundles import find_bundles  # noqa: E402
-from lib.errors import CLIENT_ERRORS, client_error, install_params_handler  # noqa: E402
-from lib.infer import ImageBundleInferTask  # noqa: E402
+import monailabel
+from lib.bundles import find_bundles
+from lib.errors import CLIENT_ERRORS, client_error, install_params_handler
+from lib.infer import ImageBundleInferTask
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +83,8 @@ class NMImageGenerationApp(MONAILabelApp):
         if model not in self._infers:
             raise client_error(404, f"unknown model {model!r}; this server has {sorted(self._infers)}")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
-            if not (datastore or self.datastore()).get_image_uri(image):
-                raise client_error(404, f"unknown image {image!r}: no such study in {self.studies}")
+        if isinstance(image, str) and not os.path.exists(image) and not (datastore or self.datastore()).get_image_uri(image):
+            raise client_error(404, f"unknown image {image!r}: no such study in {self.studies}")
         try:
             return super().infer(request, datastore)
         except CLIENT_ERRORS as e:

@@ -45,7 +45,7 @@ def _raised_by_params_parsing(exc: BaseException) -> bool:
 async def _params_error(request, exc: Exception) -> JSONResponse:
     if not _raised_by_params_parsing(exc):
         raise exc  # anything else stays a server error (500, traceback in the log)
-    message = f"params must be a JSON object, e.g. {{\"units\": \"SUV\"}}: {type(exc).__name__}: {exc}"
+    message = f'params must be a JSON object, e.g. {{"units": "SUV"}}: {type(exc).__name__}: {exc}'
     logger.info(f"HTTP 400: {message}")
     return JSONResponse(status_code=400, content={"detail": message})
 

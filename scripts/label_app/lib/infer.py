@@ -20,11 +20,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lib.bundles import NIFTI_EXTS, study_facts
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.transform.writer import Writer
-
-from lib.bundles import NIFTI_EXTS, study_facts
 
 logger = logging.getLogger(__name__)
 
