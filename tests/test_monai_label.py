@@ -1,0 +1,202 @@
+"""Every servable bundle served by a real MONAI Label server (``monailabel start_server``) on 127.0.0.1.
+
+The server is MONAI Label's own ``start_server`` run through ``python -m scripts.label_app`` (the
+``monailabel`` command after two import fixes this environment needs: scripts/label_app/lib/compat.py).
+
+One server for the module: a private copy of ``scripts/label_app`` with the bundles linked under
+its ``model/`` folder (``scripts.label_server.link_bundles``), one synthetic held-out study per
+bundle (``make_studies``), a free port. Each bundle's ``/infer`` answer must be float32 NIfTI with
+the input's shape and affine, in the bundle's output units, equal to what the bundle's own
+``python -m monai.bundle run inference`` writes for the same study; client mistakes get 4xx and
+leave the server running. Request times (first and second request per bundle) are printed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+
+from scripts.label_server import BUNDLES_DIR, choose_bundles, link_bundles, make_studies, server_command
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVED, SKIPPED = choose_bundles()
+START_TIMEOUT_S = 180
+REQUEST_TIMEOUT_S = 600
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(log: Path, n: int = 40) -> str:
+    return "".join(log.read_text(errors="replace").splitlines(keepends=True)[-n:]) if log.exists() else "(no log)"
+
+
+class Server:
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path, studies: Path, manifest: dict, start_s: float):
+        self.url, self.proc, self.log, self.studies, self.manifest, self.start_s = url, proc, log, studies, manifest, start_s
+        self.times: dict[str, list[float]] = {}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def study(self, model: str) -> tuple[str, dict]:
+        return next((k, v) for k, v in self.manifest.items() if v["model"] == model)
+
+    def infer(self, model: str, image: str, params=None, output: str = "image") -> requests.Response:
+        files = None if params is None else {"params": (None, params if isinstance(params, str) else json.dumps(params))}
+        return requests.post(f"{self.url}/infer/{model}", params={"image": image, "output": output}, files=files,
+                             timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Server:
+    if importlib.util.find_spec("monailabel") is None:
+        pytest.fail("MONAI Label is not installed in this venv: run `python3 scripts/bootstrap.py` (label extra)")
+    assert SERVED, f"no servable bundle under {BUNDLES_DIR}: {SKIPPED}"
+    tmp = tmp_path_factory.mktemp("monai_label")
+    runtime = shutil.ignore_patterns("model", "logs", "bin", "__pycache__")  # made by the server or by link_bundles
+    app = Path(shutil.copytree(ROOT / "scripts" / "label_app", tmp / "app", ignore=runtime))
+    link_bundles(app, SERVED)
+    studies = tmp / "studies"
+    manifest = make_studies(studies, SERVED, n=1, progress=False)
+    port = _free_port()
+    log = tmp / "server.log"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    cmd = server_command(app, studies, SERVED, host="127.0.0.1", port=port)  # monailabel start_server, import fixes first
+    t0 = time.time()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"monailabel start_server exited with {proc.returncode}:\n{_tail(log)}")
+            if time.time() - t0 > START_TIMEOUT_S:
+                pytest.fail(f"no answer on {url}/info/ within {START_TIMEOUT_S} s:\n{_tail(log)}")
+            try:
+                if requests.get(f"{url}/info/", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        srv = Server(url, proc, log, studies, manifest, time.time() - t0)
+        yield srv
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # uvicorn shuts down cleanly on Ctrl-C
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def test_info_lists_the_servable_bundles_as_image_models(server):
+    info = requests.get(f"{server.url}/info/", timeout=30).json()
+    assert sorted(info["models"]) == sorted(SERVED)
+    for name, model in info["models"].items():
+        assert model["type"] == "others" and model["labels"] == {}, name
+    assert info["skipped"] == {}  # every bundle linked into the app is served; those left out never reached it
+    assert info["datastore"]["total"] == len(server.manifest)
+
+
+def _reference(server: Server, tmp_path: Path, name: str, image_id: str, params: dict) -> nib.Nifti1Image:
+    """The bundle's own stock inference on the same study file."""
+    bundle = SERVED[name]
+    study = next(server.studies.glob(f"{image_id}.nii*"))
+    out = tmp_path / "reference"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--bundle_root", str(bundle),
+           "--config_file", str(bundle / "configs" / "inference.json"), "--meta_file", str(bundle / "configs" / "metadata.json"),
+           "--input_image", str(study), "--output_dir", str(out)]  # fmt: skip
+    for key, value in params.items():
+        cmd += [f"--{key}", str(value)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (written,) = sorted(out.rglob("*.nii*"))
+    return nib.load(written)
+
+
+@pytest.mark.parametrize("name", sorted(SERVED))
+def test_infer_returns_the_bundle_output_as_float32_nifti_on_the_input_grid(server, tmp_path, name, capsys):
+    image_id, study = server.study(name)
+    times = []
+    for _ in range(2):  # the first request loads the network, the second shows the steady state
+        t0 = time.time()
+        r = server.infer(name, image_id, study["params"])
+        times.append(time.time() - t0)
+        assert r.status_code == 200, r.text[:2000]
+    result = tmp_path / "result.nii.gz"
+    result.write_bytes(r.content)
+    got = nib.load(result)
+    given = nib.load(next(server.studies.glob(f"{image_id}.nii*")))
+    ref = _reference(server, tmp_path, name, image_id, study["params"])
+
+    assert got.get_data_dtype() == np.float32
+    assert got.shape == given.shape == ref.shape
+    np.testing.assert_allclose(got.affine, given.affine, atol=1e-4)
+    x, y = got.get_fdata(dtype=np.float32), ref.get_fdata(dtype=np.float32)
+    assert np.isfinite(x).all() and x.max() > x.min()
+    assert not np.array_equal(x, np.round(x)), "integer-valued output: was it cast?"
+    output = json.loads((SERVED[name] / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]
+    if output["format"] == "hounsfield":
+        assert -1100 <= x.min() and x.max() <= 4000, (x.min(), x.max())
+    scale = max(1.0, float(np.abs(y).max()))
+    np.testing.assert_allclose([x.min(), x.max()], [y.min(), y.max()], atol=1e-4 * scale)
+    np.testing.assert_allclose(x, y, atol=1e-4 * scale)
+
+    server.times[name] = times
+    with capsys.disabled():
+        print(f"\n[monai label] {name}: {given.shape} voxels, request {times[0]:.2f} s (first, loads the network), "
+              f"{times[1]:.2f} s (second); server start {server.start_s:.1f} s")  # fmt: skip
+
+
+def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server):
+    name = min(SERVED)
+    image_id, study = server.study(name)
+    with_facts = next(((n, server.study(n)) for n in sorted(SERVED) if server.study(n)[1]["params"]), None)
+
+    cases = [
+        ("unknown model", "no_such_model", image_id, study["params"], 404),
+        ("unknown image", name, "no_such_study", study["params"], 404),
+        ("params not JSON", name, image_id, '{"units": ', 400),
+        ("params not an object", name, image_id, "[1, 2]", 400),
+    ]
+    if with_facts is not None:  # a per-study fact the bundle's checks refuse
+        fname, (fid, fstudy) = with_facts
+        facts = fstudy["params"]
+        numeric = next(k for k, v in facts.items() if isinstance(v, (int, float)))
+        cases.append((f"{numeric} not a number", fname, fid, {**facts, numeric: "not-a-number"}, 422))
+        if "dose_reduction_factor" in facts:
+            cases.append(("dose reduction factor below 1", fname, fid, {**facts, "dose_reduction_factor": 0.5}, 422))
+        if "units" in facts:
+            cases.append(("unknown units", fname, fid, {**facts, "units": "furlongs"}, 422))
+    if "pet_nac_to_pct" in SERVED:  # the wrong kind of image: the subject's CT (a server-side path) sent as NAC PET
+        _, nac = server.study("pet_nac_to_pct")
+        cases.append(("a CT sent as NAC PET", "pet_nac_to_pct", str(Path(nac["source"]).with_name("ct.nii.gz")), {}, 422))
+    for what, model, image, params, status in cases:
+        r = server.infer(model, image, params, output="json")
+        assert r.status_code == status, f"{what}: HTTP {r.status_code} {r.text[:500]}"
+        assert r.json().get("detail"), what
+        assert server.alive(), f"server died after {what}:\n{_tail(server.log)}"
+
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
+    r = server.infer(name, image_id, study["params"], output="json")
+    assert r.status_code == 200, r.text[:2000]
