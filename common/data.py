@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from common.errors import InputError, MissingFileError
+
 PathLike = str | os.PathLike
 
 __all__ = [
@@ -342,15 +344,15 @@ def validate_datalist(
 ) -> None:
     """Check a datalist: a dict with list(s) under ``training``/``validation``/``test``,
     each entry a dict; file-valued fields (names ending .nii.gz, .nii, .npz, ...) relative to
-    ``dataset_dir``, inside it, and (``check_files``) existing. Raises ValueError naming
+    ``dataset_dir``, inside it, and (``check_files``) existing. Raises InputError (a ValueError) naming
     ``source`` (the file) and the first problems found."""
     where = source or "datalist"
     dataset_dir = Path(dataset_dir)
     if not isinstance(datalist, dict):
-        raise ValueError(f"{where}: top level must be a JSON object, got {type(datalist).__name__}")
+        raise InputError(f"{where}: top level must be a JSON object, got {type(datalist).__name__}")
     present = [k for k in DATALIST_KEYS if k in datalist]
     if not present:
-        raise ValueError(f"{where}: none of the keys {list(DATALIST_KEYS)} found (keys: {sorted(datalist)})")
+        raise InputError(f"{where}: none of the keys {list(DATALIST_KEYS)} found (keys: {sorted(datalist)})")
     problems: list[str] = []
     for key in present:
         entries = datalist[key]
@@ -375,7 +377,7 @@ def validate_datalist(
                     problems.append(f"{at}.{field}: file {rel!r} not found in {dataset_dir}")
     if problems:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise ValueError(f"{where}: " + "; ".join(problems[:10]) + more)
+        raise InputError(f"{where}: " + "; ".join(problems[:10]) + more)
 
 
 def write_datalist(path: PathLike, datalist: Mapping[str, Any], check_files: bool = True) -> Path:
@@ -403,6 +405,11 @@ def load_datalist(dataset_dir: PathLike, key: str = "training", datalist_name: s
     if key not in DATALIST_KEYS:
         raise ValueError(f"key must be one of {list(DATALIST_KEYS)}, got {key!r}")
     dataset_dir = Path(dataset_dir).resolve()
+    if not (dataset_dir / datalist_name).is_file():
+        raise MissingFileError(
+            f"{dataset_dir / datalist_name}: no datalist; give --dataset_dir DIR holding a {datalist_name} "
+            "(python -m scripts make_dataset --out DIR writes one), or --input_image PATH to run inference on one study"
+        )
     entries = read_datalist(dataset_dir / datalist_name)[key]
     out = []
     for entry in entries:

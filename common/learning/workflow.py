@@ -16,8 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from common.data import load_datalist
+from common.errors import InputError, MissingFileError
 
-__all__ = ["CHECKPOINT_PATTERN", "as_bool", "latest_checkpoint", "attach_resume", "attach_pretrained", "datalist_pairs", "study_items"]
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "as_bool",
+    "latest_checkpoint",
+    "attach_resume",
+    "attach_pretrained",
+    "datalist_pairs",
+    "study_items",
+    "common_folder",
+]
 
 #: File names of ignite's CheckpointSaver with ``epoch_level`` (``checkpoint_epoch=<n>.pt``).
 CHECKPOINT_PATTERN = "checkpoint_epoch=*.pt"
@@ -39,7 +49,7 @@ def as_bool(value: Any, name: str = "value") -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"{name} must be true or false, got {value!r}")
+    raise InputError(f"{name} must be true or false, got {value!r}")
 
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike, pattern: str = CHECKPOINT_PATTERN) -> Path:
@@ -47,7 +57,7 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike, pattern: str = CHECKPOI
     FileNotFoundError naming the folder when there is none."""
     found = glob.glob(os.path.join(glob.escape(str(checkpoint_dir)), pattern))
     if not found:
-        raise FileNotFoundError(f"{checkpoint_dir}: no checkpoint ({pattern}) to resume from; train without --resume first")
+        raise MissingFileError(f"{checkpoint_dir}: no checkpoint ({pattern}) to resume from; train without --resume first")
     return Path(max(found, key=os.path.getmtime))
 
 
@@ -71,7 +81,7 @@ def attach_pretrained(trainer: Any, network: Any, path: str | os.PathLike | None
         return None
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained weights not found")
+        raise MissingFileError(f"{path}: pretrained weights not found; give --pretrained the path of a model.pt")
     from monai.handlers import CheckpointLoader
 
     CheckpointLoader(load_path=str(path), load_dict={"model": network}, map_location=map_location).attach(trainer)
@@ -89,7 +99,7 @@ def datalist_pairs(
     for entry in entries[:limit]:
         for key in (image_key, label_key):
             if key is not None and key not in entry:
-                raise ValueError(f"{dataset_dir}: datalist entry {entry.get('id', '?')} ({split}) has no {key!r}; keys: {sorted(entry)}")
+                raise InputError(f"{dataset_dir}: datalist entry {entry.get('id', '?')} ({split}) has no {key!r}; keys: {sorted(entry)}")
         # per-subject facts travel with the item; a None (e.g. no PSF) would not collate
         item = {k: v for k, v in entry.items() if v is not None} | {"image": entry[image_key]}
         if label_key is not None:
@@ -104,6 +114,15 @@ def study_items(input_image: str | os.PathLike, facts: Mapping[str, Any] | None 
     (entries whose value is ``None`` are left out). FileNotFoundError naming a missing file."""
     path = Path(input_image).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: input image not found")
+        raise MissingFileError(f"{path}: input image not found (--input_image)")
     return [{"image": str(path.resolve()), **{k: v for k, v in (facts or {}).items() if v is not None}}]
+
+
+def common_folder(items: list[Mapping[str, Any]], key: str = "image") -> str:
+    """The deepest folder holding every item's ``key`` file: ``SaveImaged``'s ``data_root_dir``, so
+    each output keeps its input's path relative to that folder under ``output_dir`` (subjects whose
+    files are all called ``nac.nii.gz`` land in their own subfolders, never on one name, and never
+    outside ``output_dir``). One study: its own folder, so the output lands in ``output_dir`` itself."""
+    folders = [os.path.dirname(os.path.abspath(str(item[key]))) for item in items]
+    return os.path.commonpath(folders) if folders else ""
 

@@ -66,6 +66,7 @@ from common.data import (
     write_nifti,
     write_npz,
 )
+from common.errors import InputError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -327,7 +328,7 @@ def _check_out_dir(out_dir: Path, manifest: Mapping[str, Any]) -> None:
         if not isinstance(old, dict):
             raise ValueError(f"{path}: not a dataset manifest")
         if old.get("task") != manifest["task"]:
-            raise ValueError(
+            raise InputError(
                 f"{out_dir} holds a dataset of task {old.get('task')!r}, not {manifest['task']!r} ({path}); "
                 "choose another output folder"
             )
@@ -340,13 +341,13 @@ def _check_out_dir(out_dir: Path, manifest: Mapping[str, Any]) -> None:
             if "task_version" in diff:
                 hints.append("it was made by another version of the code: move it away or delete it")
             hint = "; ".join(hints + ["or choose another output folder"])
-            raise ValueError(f"{out_dir} holds a different {manifest['task']} dataset ({detail}); {hint}")
+            raise InputError(f"{out_dir} holds a different {manifest['task']} dataset ({detail}); {hint}")
         return
     if out_dir.is_dir():
         foreign = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(_TMP_PREFIX))
         if foreign:
             shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise ValueError(
+            raise InputError(
                 f"{out_dir} is not empty and has no {MANIFEST_NAME} (holds {shown}); "
                 "refusing to write a dataset into it: choose an empty or new folder"
             )
