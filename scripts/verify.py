@@ -74,7 +74,7 @@ OVERRIDE_IDS = (
 MAX_FILE_BYTES = 25 * 1024**2
 MAX_WEIGHTS_BYTES = 10 * 1024**2
 # Run outputs and generated data: git-ignored, never shipped, not checked (DESIGN section 2).
-EXCLUDED_PARTS = (("data",), ("eval",), ("runs",), ("dist",), ("models", "checkpoints"))
+EXCLUDED_PARTS = (("data",), ("eval",), ("runs",), ("dist",), ("models", "checkpoints"), ("models", "runs"))
 EXCLUDED_NAMES = {"__pycache__"}
 
 
@@ -114,7 +114,7 @@ def _excluded(rel: Path, run_outputs: bool) -> bool:
 
 def shipped_files(folder: str | Path, skip_run_outputs: bool = True) -> list[Path]:
     """The files a bundle (or the vendored ``common``) ships, relative to ``folder`` and sorted: all but
-    caches and hidden files and, with ``skip_run_outputs``, ``data/ eval/ runs/ dist/ models/checkpoints/``."""
+    caches and hidden files and, with ``skip_run_outputs``, ``data/ eval/ runs/ dist/ models/checkpoints/ models/runs/``."""
     folder = Path(folder)
     rels = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
     return sorted((r for r in rels if not _excluded(r, skip_run_outputs)), key=lambda r: r.as_posix())

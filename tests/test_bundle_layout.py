@@ -47,7 +47,7 @@ def _run_inference(bundle: Path, image: Path, out: Path, cwd: Path, extra: list[
         "--bundle_root", str(bundle), "--config_file", str(configs / "inference.json"),
         "--meta_file", str(configs / "metadata.json"), "--input_image", str(image), "--output_dir", str(out),
         *extra,
-        "--finalize", f"$print('IMPORTED', @common.__file__, sys.modules['{bundle.name}'].__file__)",
+        "--finalize", f"$print('IMPORTED', @common.__file__, load_module('{bundle.name}').__file__)",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -29,9 +29,9 @@ from pet_nac_to_pct.baseline import (
     classes_to_hu,
     segment_nac,
 )
-from pet_nac_to_pct.transforms import NAC_RULE, CheckNAC
 
 from common.data import load_datalist, read_nifti, read_npz
+from common.learning.transforms import HALO_RULE, CheckAttenuationCorrection, scatter_halo
 from common.physics import HU_RANGE, ct_to_mu
 from common.simulation.datasets import generate_dataset
 
@@ -209,20 +209,25 @@ def _chain(e: BaseException):
         e = e.__cause__ or e.__context__
 
 
-@pytest.mark.slow
-def test_attenuation_corrected_pet_given_as_nac_is_warned_about_or_refused_on_request(tmp_path):
-    # a 4 mm adult torso of the training family (NAC 0.54-1.47; AC mostly above 1.5)
-    data = generate_dataset("pet_nac_to_pct", tmp_path / "d", n=1, seed=11, progress=False, params={"voxel_scale": None})
-    entry = load_datalist(data.parent, "training")[0]
-    ac = read_nifti(entry["ac"])
-    nac = read_nifti(entry["nac"])
+def test_attenuation_corrected_pet_given_as_nac_is_refused_and_the_nac_passes(tiny_subject):
+    nac, ac = tiny_subject["nac"], tiny_subject["ac"]
+    assert scatter_halo(nac.array, nac.spacing_mm) >= HALO_RULE.threshold > scatter_halo(ac.array, ac.spacing_mm)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        CheckNAC()(torch.from_numpy(nac.array)[None])  # the NAC passes without a word
-    with pytest.warns(UserWarning, match=NAC_RULE.name):
-        CheckNAC(spacing_mm=ac.spacing_mm)(torch.from_numpy(ac.array)[None])
-    with pytest.raises(ValueError, match=NAC_RULE.name):
-        CheckNAC(spacing_mm=ac.spacing_mm, refuse=True)(torch.from_numpy(ac.array)[None])
+        CheckAttenuationCorrection("nac", spacing_mm=nac.spacing_mm)(torch.from_numpy(nac.array)[None])  # without a word
+    with pytest.raises(ValueError, match=f"looks attenuation-corrected.*{HALO_RULE.name}.*--ac_check warn"):
+        CheckAttenuationCorrection("nac", spacing_mm=ac.spacing_mm)(torch.from_numpy(ac.array)[None])
+    with pytest.warns(UserWarning, match=HALO_RULE.name):
+        CheckAttenuationCorrection("nac", action="warn", spacing_mm=ac.spacing_mm)(torch.from_numpy(ac.array)[None])
+    # the denoising bundle checks the other way round
+    with pytest.raises(ValueError, match="looks non-attenuation-corrected"):
+        CheckAttenuationCorrection("ac", spacing_mm=nac.spacing_mm)(torch.from_numpy(nac.array)[None])
+
+
+def test_halo_rule_gives_no_verdict_on_a_field_of_view_cropped_to_the_body():
+    body = np.ones((20, 20, 8), dtype=np.float32)  # 80 mm, all body: no air 20 mm away
+    assert scatter_halo(body, (4.0, 4.0, 4.0)) is None
+    CheckAttenuationCorrection("nac", spacing_mm=(4.0, 4.0, 4.0))(torch.from_numpy(body)[None])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@
   intensity scale without a per-image normalisation that would move SUVmax.
 - Dose level (:class:`DoseLevelChanneld`): the dose reduction factor (DRF >= 1) appended as a
   constant channel ``ln(DRF) / ln(100)`` (0 at full dose, 1 at DRF 100), so one network knows
-  how much to smooth.
+  how much to smooth. At inference, ``trained_range`` (4-100 for the shipped weights) refuses a
+  DRF above it (the network never saw a dose code above 1) and warns below it (less noise than
+  any training image: the output may be over-smoothed).
 - :func:`dose_items`: one training/evaluation item per (subject, DRF) from a datalist whose
   subjects hold one low-dose image per DRF; :func:`split_count_items`: noise2noise items from the
   split-count halves.
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +27,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from common.data import load_datalist
+from common.errors import InputError
 from common.learning.workflow import study_items
 from common.physics import suv
 from common.simulation.pet import drf_name
@@ -56,9 +60,9 @@ def check_drf(drf: Any, name: str = "dose reduction factor") -> float:
     try:
         value = float(drf.item() if isinstance(drf, torch.Tensor) else drf)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 1, got {drf!r}") from None
+        raise InputError(f"{name} must be a number >= 1, got {drf!r}") from None
     if not math.isfinite(value) or value < 1.0:
-        raise ValueError(
+        raise InputError(
             f"{name} must be a finite number >= 1 (full dose / acquired dose; 1 = full dose), got {drf!r}"
         )
     return value
@@ -74,11 +78,12 @@ def suv_factor(units: str, weight_kg: Any = None, injected_Bq: Any = None) -> fl
     if units == SUV_UNITS:
         return 1.0
     if units != BQML_UNITS:
-        raise ValueError(f"units must be {SUV_UNITS!r} or {BQML_UNITS!r}, got {units!r}")
+        raise InputError(f"units must be {SUV_UNITS!r} or {BQML_UNITS!r}, got {units!r} (--units)")
     if weight_kg is None or injected_Bq is None:
-        raise ValueError(
-            "an image in Bq/mL needs the patient's weight_kg and injected_Bq (decay-corrected to the image time) "
-            f"to be converted to SUV; got weight_kg={weight_kg!r}, injected_Bq={injected_Bq!r}"
+        raise InputError(
+            "an image in Bq/mL needs the patient's weight and injected activity (decay-corrected to the image time) "
+            f"to be converted to SUV; got weight_kg={weight_kg!r}, injected_Bq={injected_Bq!r}: pass --weight_kg "
+            "and --injected_Bq, or --units SUV for an image already in SUV"
         )
     return float(suv(1.0, float(weight_kg), float(injected_Bq)))
 
@@ -144,12 +149,37 @@ class DoseLevelChanneld(MapTransform):
 
     Args:
         keys: image keys (channel-first).
-        drf_key: item key of the dose reduction factor (>= 1; ValueError otherwise, naming the file).
+        drf_key: item key of the dose reduction factor (>= 1; InputError otherwise, naming the file).
+        trained_range: ``(low, high)`` DRFs the network was trained on, or None (training: any DRF).
+            A DRF above ``high`` is refused (InputError naming the fix), one below ``low`` warned about.
     """
 
-    def __init__(self, keys: KeysCollection, drf_key: str = "drf", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        drf_key: str = "drf",
+        trained_range: Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.drf_key = drf_key
+        self.trained_range = None if trained_range is None else (float(trained_range[0]), float(trained_range[1]))
+
+    def _check_trained(self, drf: float, src: str) -> None:
+        if self.trained_range is None:
+            return
+        low, high = self.trained_range
+        if drf > high:
+            raise InputError(
+                f"{src}: dose reduction factor {drf:g} is above the {low:g}-{high:g} this network was trained on; "
+                f"its output there is untested: pass --dose_reduction_factor {high:g} to denoise it as the strongest "
+                "trained level, or retrain with that factor in dose_reduction_factors"
+            )
+        if drf < low:
+            warnings.warn(
+                f"{src}: dose reduction factor {drf:g} is below the {low:g}-{high:g} this network was trained on "
+                "(less noise than any training image); the output may be smoothed more than needed"
+            )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -158,8 +188,10 @@ class DoseLevelChanneld(MapTransform):
             meta = getattr(img, "meta", {}) or {}
             src = meta.get("filename_or_obj", "<in-memory image>")
             if self.drf_key not in d:
-                raise ValueError(f"{src}: item has no dose reduction factor {self.drf_key!r}")
-            code = dose_code(check_drf(d[self.drf_key], f"{src}: dose reduction factor {self.drf_key!r}"))
+                raise InputError(f"{src}: item has no dose reduction factor {self.drf_key!r}; pass --dose_reduction_factor")
+            drf = check_drf(d[self.drf_key], f"{src}: dose reduction factor {self.drf_key!r}")
+            self._check_trained(drf, src)
+            code = dose_code(drf)
             channel = torch.full_like(torch.as_tensor(img[:1]), code)
             out = torch.cat([torch.as_tensor(img), channel], dim=0)
             if isinstance(img, MetaTensor):
@@ -198,7 +230,7 @@ def dose_items(
             drf = check_drf(drf)
             key = _drf_key(low_dose_key, drf)
             if key not in entry:
-                raise ValueError(f"datalist entry {entry.get('id', '?')} has no {key!r} (DRF {drf:g}); keys: {sorted(entry)}")
+                raise InputError(f"datalist entry {entry.get('id', '?')} has no {key!r} (DRF {drf:g}); keys: {sorted(entry)}")
             item = {k: entry[k] for k in keep_keys if k in entry}
             item.update(image=entry[key], drf=drf)
             if target_key is not None:
@@ -227,7 +259,7 @@ def split_count_items(
             drf = check_drf(drf)
             a, b = (_drf_key(k, drf) for k in half_keys)
             if a not in entry or b not in entry:
-                raise ValueError(
+                raise InputError(
                     f"datalist entry {entry.get('id', '?')} has no split-count halves {a!r}/{b!r}; keys: {sorted(entry)}"
                 )
             base = {k: entry[k] for k in keep_keys if k in entry}

@@ -4,7 +4,9 @@ repository's top-level ``scripts`` package or with another bundle's code in one 
 
 - :mod:`~pet_nac_to_pct.dataset`: the ``pet_nac_to_pct`` dataset task (registered on import).
 - :mod:`~pet_nac_to_pct.baseline`: the 3-class segmentation mu-map of the NAC PET (no CT).
-- :mod:`~pet_nac_to_pct.transforms`: the NAC-or-AC input check.
 - :mod:`~pet_nac_to_pct.losses`: :class:`~pet_nac_to_pct.losses.AttenuationLoss`.
 - :mod:`~pet_nac_to_pct.evaluation`: the attenuation-correction task metric (regional SUV error).
+
+The input checks (NaN, CT in HU, an attenuation-corrected PET given as NAC) are shared with the other
+PET bundle: :mod:`common.learning.transforms`.
 """
