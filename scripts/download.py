@@ -9,12 +9,22 @@ against the index (``monai.apps.utils.download_url``) before anything is unpacke
 are absolute, contain ``..``, are links, or lie outside the top-level ``<name>/`` folder are refused; the
 archive is unpacked into a fresh temporary folder in DIR and renamed to ``DIR/<name>`` only when
 complete; an existing ``DIR/<name>`` is kept unless ``--replace`` is given.
+
+A fresh clone holds no ``dist/`` (zips are build outputs, git-ignored). When an entry's source is a
+path inside the repository that is missing, the archive is rebuilt (:func:`rebuild_archive`): from
+the working tree when it holds that version and packs to the recorded sha256, else from the git
+commit that recorded the sha256 in ``model_zoo.json`` (``git archive`` of ``bundles/<name>`` and
+``common`` there, packed by ``scripts.package``, which is deterministic). The sha256 check is the same
+either way, so a rebuilt archive is byte for byte the one that was recorded.
 """
 
 from __future__ import annotations
 
+import io
 import stat
+import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -23,7 +33,7 @@ from urllib.parse import urlparse
 import torch
 from monai.apps.utils import HashCheckError, download_url, extractall
 
-from scripts.package import ZOO_FILE
+from scripts.package import ZOO_FILE, archive_members, sha256sum, write_zip
 from scripts.verify import load_json, show, version_key
 
 
@@ -70,6 +80,79 @@ def source_url(source: str, zoo_file: str | Path) -> str:
     if not path.is_absolute():
         path = Path(zoo_file).resolve().parent / path
     return path.resolve().as_uri()
+
+
+def _pack(bundle_dir: Path, common_dir: Path, name: str, out: Path, sha256: str) -> bool:
+    """Pack ``bundle_dir`` with ``common_dir`` as ``scripts.package`` does; whether it matches ``sha256``."""
+    if not (bundle_dir / "configs").is_dir() or not common_dir.is_dir():
+        return False
+    write_zip(archive_members(bundle_dir, name, common_dir), out)
+    return sha256sum(out) == sha256
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=120)
+
+
+def rebuild_archive(entry: dict, zoo_file: str | Path, name: str, out: Path) -> str:
+    """Rebuild the missing repository-local archive of index entry ``entry`` at ``out``; returns where
+    it came from (``"working tree"`` or ``"commit <sha>"``).
+
+    Tries the working tree (when its ``bundles/<name>`` has the entry's version), then every commit
+    whose ``model_zoo.json`` gained the entry's sha256 (``git log -S``), newest first; keeps the first
+    archive whose sha256 matches.
+
+    Raises:
+        ValueError: nothing in this checkout packs to the recorded sha256 (the message says what to do).
+    """
+    zoo_file = Path(zoo_file).resolve()
+    repo, sha = zoo_file.parent, entry["sha256"]
+    bundle, common = repo / "bundles" / name, repo / "common"
+    try:
+        here = load_json(bundle / "configs" / "metadata.json").get("version")
+    except (FileNotFoundError, ValueError, AttributeError):
+        here = None
+    if here == entry["version"] and _pack(bundle, common, name, out, sha):
+        return "working tree"
+    try:
+        log = _git(repo, "log", "--format=%H", f"-S{sha}", "--", zoo_file.name)
+    except (OSError, subprocess.TimeoutExpired):
+        log = None
+    commits = log.stdout.decode().split() if log is not None and log.returncode == 0 else []
+    for commit in commits:
+        tar = _git(repo, "archive", "--format=tar", commit, f"bundles/{name}", "common")
+        if tar.returncode != 0:
+            continue
+        with tempfile.TemporaryDirectory(prefix=f".{name}-{commit[:12]}-") as tree:
+            with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as tf:
+                try:
+                    tf.extractall(tree, filter="data")
+                except TypeError:  # Python < 3.10.12 / 3.11.4: no extraction filters (git archive holds no links)
+                    tf.extractall(tree)
+            if _pack(Path(tree) / "bundles" / name, Path(tree) / "common", name, out, sha):
+                return f"commit {commit[:12]}"
+    where = "its git history" if commits else "this checkout (no git history records it: a shallow clone or a copy without .git?)"
+    raise ValueError(
+        f"{entry['source']}: not in this checkout, and nothing in {where} packs to sha256 {sha}; run "
+        f"`python -m scripts package {name}` in the checkout that recorded {name} {entry['version']}, "
+        "or remove that entry from model_zoo.json"
+    )
+
+
+def local_source(source: str, zoo_file: str | Path) -> Path | None:
+    """The file a ``source`` names inside the index's repository (relative path or ``file://`` URL
+    below the index's folder), or None for other sources."""
+    parsed = urlparse(source)
+    if parsed.scheme in ("http", "https"):
+        return None
+    path = Path(parsed.path) if parsed.scheme == "file" else Path(source)
+    root = Path(zoo_file).resolve().parent
+    path = path if path.is_absolute() else root / path
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return None
+    return path
 
 
 def check_members(zip_path: str | Path, name: str) -> None:
@@ -120,6 +203,12 @@ def install_bundle(
     # A fresh folder beside the target, so the final rename stays on one file system.
     with tempfile.TemporaryDirectory(dir=dest, prefix=f".{name}-") as tmp:
         zip_path = Path(tmp) / f"{name}_v{entry['version']}.zip"
+        local = local_source(entry["source"], zoo)
+        if local is not None and not local.is_file():  # a fresh clone has no dist/: rebuild it
+            rebuilt = Path(tmp) / "rebuilt" / local.name
+            origin = rebuild_archive(entry, zoo, name, rebuilt)
+            print(f"download: {show(local)} is not here; rebuilt it from the {origin}", file=sys.stderr)
+            url = rebuilt.resolve().as_uri()
         try:
             download_url(url, zip_path, hash_val=entry["sha256"], hash_type="sha256", progress=False)
         except HashCheckError:
