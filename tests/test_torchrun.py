@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -37,3 +40,29 @@ def test_multi_gpu_train_runs_two_gloo_processes_on_cpu_and_saves_a_state_dict(t
     # the CheckpointSaver unwrapped DistributedDataParallel: plain keys, no "module." prefix
     state = torch.load(models / "model.pt", weights_only=True)
     assert state.keys() == torch.load(tiny_bundle / "models" / "model.pt", weights_only=True).keys()
+
+
+@pytest.mark.slow
+def test_a_real_bundle_trains_under_torchrun_with_its_multi_gpu_override(tmp_path):
+    # pet_nac_to_pct on tiny phantoms: initialize (errors, determinism) and prepare (dataset on rank 0, barrier,
+    # saver, resume) of multi_gpu_train.json, and the validation after the last epoch writes model.pt
+    from common.simulation.datasets import generate_dataset
+
+    tiny = {"shape": [48, 48, 24], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48}
+    with torch.random.fork_rng():
+        generate_dataset("pet_nac_to_pct", tmp_path / "data", n=10, seed=0, progress=False, params=tiny)  # 2 validation subjects
+    bundle = Path(__file__).resolve().parents[1] / "bundles" / "pet_nac_to_pct"
+    configs = bundle / "configs"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"GLOO_SOCKET_IFNAME": "lo"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "monai.bundle", "run", "training", "--bundle_root", str(bundle),
+        "--config_file", str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
+        "--meta_file", str(configs / "metadata.json"), "--dataset_dir", str(tmp_path / "data"),
+        "--output_dir", str(tmp_path / "models"), "--n_subjects", "10", "--dataset_params", json.dumps(tiny),
+        "--num_epochs", "1", "--val_interval", "5", "--patch_size", "[32, 32, 16]",
+        "--pixdim", "[10.0, 10.0, 10.0]", "--roi_size", "[48, 48, 24]",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (tmp_path / "models" / "model.pt").is_file() and list((tmp_path / "models" / "runs").glob("events.out.tfevents.*"))
