@@ -27,8 +27,8 @@ Metrics (images in Bq/mL decay-corrected to injection; NRMSE = RMSE / range of t
   mean there: noise plus the streak and angular artefacts of missing views.
 
 Outputs: ``metrics.json`` (per subject and the mean over subjects, with the issue-14 targets and
-whether each is met) and one PNG per subject up to ``max_figures`` (sinogram and reconstruction of
-each method).
+whether each is met), ``summary.json`` (the headline the main job tables, and the means) and one
+PNG per subject up to ``max_figures`` (sinogram and reconstruction of each method).
 """
 
 from __future__ import annotations
@@ -365,6 +365,17 @@ def evaluate(
     }
     write_json(out / "metrics.json", result)
     s = result["summary"]
+    r = s["recon"]
+    headline = {
+        "metric": f"OSEM NRMSE vs noise-free OSEM at 1/{sparse_factor} of the views (network vs linear interpolation)",
+        "unit": "1",
+        "model": r["network"]["nrmse_vs_noise_free"],
+        "baseline": r["interpolated"]["nrmse_vs_noise_free"],
+        "full_view": r["full"]["nrmse_vs_noise_free"],
+        "sparse_view_osem": r["sparse"]["nrmse_vs_noise_free"],
+        "target": "<= 0.7 x interpolation and <= 1.15 x full view",
+    }
+    write_json(out / "summary.json", {"bundle": "spect_projection_completion", "n_subjects": len(subjects), "headline": headline, "metrics": s})
     for name, t in s["targets"].items():
         print(f"target {name}: {t['value']} ({t['target']}) {'met' if t['met'] else 'NOT met' if t['met'] is False else ''}")
     return result

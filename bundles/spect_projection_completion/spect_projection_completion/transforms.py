@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from common.data import atomic_write_bytes, read_json, read_nifti, read_npz, write_nifti
+from common.errors import InputError, MissingFileError
+from common.simulation.spect import interpolate_views
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
-
-from common.data import atomic_write_bytes, read_json, read_nifti, read_npz, write_nifti
-from common.simulation.spect import interpolate_views
 
 __all__ = [
     "FromScaled",
@@ -70,18 +70,18 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 def _check_angles(path: Path, angles: Any, n_views: int) -> list[float]:
     if angles is None:
-        raise ValueError(f"{path}: sidecar has no 'angles_deg' (one angle per view, degrees)")
+        raise InputError(f"{path}: sidecar has no 'angles_deg' (one angle per view, degrees)")
     a = np.asarray(angles, dtype=np.float64).ravel()
     if a.size != n_views:
-        raise ValueError(f"{path}: {a.size} angles_deg for {n_views} views")
+        raise InputError(f"{path}: {a.size} angles_deg for {n_views} views")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{path}: angles_deg holds NaN/Inf")
+        raise InputError(f"{path}: angles_deg holds NaN/Inf")
     step = np.diff(a)
     if n_views > 1 and not np.all(step > 0):
         i = int(np.argmax(step <= 0))
-        raise ValueError(f"{path}: angles_deg must increase in acquisition order; view {i + 1} ({a[i + 1]}) follows {a[i]}")
+        raise InputError(f"{path}: angles_deg must increase in acquisition order; view {i + 1} ({a[i + 1]}) follows {a[i]}")
     if n_views > 1 and not np.allclose(step, 360.0 / n_views, atol=1e-3 * 360.0 / n_views):
-        raise ValueError(
+        raise InputError(
             f"{path}: angles_deg must be equally spaced over 360 degrees ({360.0 / n_views:.4g} apart for {n_views} views); "
             f"steps range {step.min():.4g}-{step.max():.4g}"
         )
@@ -90,15 +90,15 @@ def _check_angles(path: Path, angles: Any, n_views: int) -> list[float]:
 
 def _check_counts(path: Path, counts: np.ndarray) -> np.ndarray:
     if counts.ndim != 3:
-        raise ValueError(f"{path}: projections must be 3D (u, v, views), got shape {counts.shape}")
+        raise InputError(f"{path}: projections must be 3D (u, v, views), got shape {counts.shape}")
     if not np.all(np.isfinite(counts)):
-        raise ValueError(f"{path}: projections hold NaN/Inf")
+        raise InputError(f"{path}: projections hold NaN/Inf")
     if counts.min() < 0:
-        raise ValueError(
+        raise InputError(
             f"{path}: negative counts ({counts.min():.4g}); give the measured projections in counts, not corrected data"
         )
     if counts.sum() <= 0:
-        raise ValueError(f"{path}: projections hold no counts")
+        raise InputError(f"{path}: projections hold no counts")
     return counts.astype(np.float32, copy=False)
 
 
@@ -110,7 +110,7 @@ def read_projections(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any
     if path.name.endswith(".npz"):
         raw = read_npz(path)
         if "projections" not in raw:
-            raise ValueError(f"{path}: no 'projections' array (not a spect_projection_completion raw file)")
+            raise InputError(f"{path}: no 'projections' array (not a spect_projection_completion raw file)")
         counts = np.transpose(raw["projections"], (1, 2, 0))
         spacing = [float(s) for s in raw["spacing_mm"]]
         header = {
@@ -123,20 +123,20 @@ def read_projections(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any
     elif path.name.endswith((".nii", ".nii.gz")):
         side = sidecar_path(path)
         if not side.is_file():
-            raise FileNotFoundError(f"{path}: sidecar {side.name} not found (angles_deg, radius_mm, nuclide, ... of the views)")
+            raise MissingFileError(f"{path}: sidecar {side.name} not found (angles_deg, radius_mm, nuclide, ... of the views)")
         header = read_json(side)
         if not isinstance(header, dict):
-            raise ValueError(f"{side}: sidecar must be a JSON object")
+            raise InputError(f"{side}: sidecar must be a JSON object")
         vol = read_nifti(path)
         counts = np.asarray(vol.array)
         header = dict(header) | {"pixdim": [float(s) for s in vol.spacing_mm[:2]]}
     else:
-        raise ValueError(f"{path}: projection files end with .nii.gz, .nii or .npz")
+        raise InputError(f"{path}: projection files end with .nii.gz, .nii or .npz")
     counts = _check_counts(path, np.asarray(counts))
     header["angles_deg"] = _check_angles(path, header.get("angles_deg"), counts.shape[2])
     radius = header.get("radius_mm")
     if radius is None or not np.all(np.asarray(radius, dtype=np.float64) > 0):
-        raise ValueError(f"{path}: radius_mm (> 0, one number or one per view) is missing or invalid: {radius!r}")
+        raise InputError(f"{path}: radius_mm (> 0, one number or one per view) is missing or invalid: {radius!r}")
     return counts, header
 
 
@@ -232,15 +232,15 @@ class SparseViewsd(MapTransform):
             n = x.shape[-1]
             if self.acquired == "full":
                 if n % self.f:
-                    raise ValueError(f"{name}: {n} views do not divide by the sparse factor {self.f}")
+                    raise InputError(f"{name}: {n} views do not divide by the sparse factor {self.f}")
                 sparse = x[..., :: self.f]
             else:
                 sparse = x
             if sparse.shape[-1] < 2:
-                raise ValueError(f"{name}: {sparse.shape[-1]} acquired view(s); view completion needs at least 2")
+                raise InputError(f"{name}: {sparse.shape[-1]} acquired view(s); view completion needs at least 2")
             scale = float(sparse.float().mean())
             if not scale > 0:
-                raise ValueError(f"{name}: the acquired views hold no counts")
+                raise InputError(f"{name}: the acquired views hold no counts")
             interp = interpolate_views(torch.as_tensor(sparse).float(), self.f, dim=-1)
             mask = torch.zeros_like(interp)
             mask[..., :: self.f] = 1.0
