@@ -33,6 +33,7 @@ from common.simulation.datasets import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 PCT, DENOISE = REPO / "bundles" / "pet_nac_to_pct", REPO / "bundles" / "pet_lowdose_denoising"
+SPECT = REPO / "bundles" / "spect_projection_completion"
 TINY = {"shape": [48, 48, 24], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48}
 PCT_TINY = ["--pixdim", "[10.0, 10.0, 10.0]", "--roi_size", "[48, 48, 24]"]
 ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NM_DEBUG")} | {"OMP_NUM_THREADS": "1"}
@@ -267,7 +268,7 @@ def test_5_the_seed_hint_is_a_user_error(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # 6. monai.bundle.download / load of our zips give a network, without generating data
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bundle", [PCT, DENOISE], ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", [PCT, DENOISE, SPECT], ids=lambda p: p.name)
 def test_6_monai_download_and_load_of_our_zip_return_the_trained_network(bundle, tmp_path, monkeypatch):
     from monai.bundle import download, load
 
@@ -408,7 +409,7 @@ VERIFY = (
 )
 
 
-@pytest.mark.parametrize("bundle", [PCT, DENOISE], ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", [PCT, DENOISE, SPECT], ids=lambda p: p.name)
 def test_10_verify_metadata_works_offline_with_the_documented_filepath(bundle, monkeypatch):
     import urllib.request
 
