@@ -14,7 +14,9 @@ import fixes this environment needs, ``lib/compat.py``)::
   in the log and in ``/info/`` (``skipped``).
 - ``POST /infer/<bundle>?image=<id>`` with ``params`` such as ``{"dose_reduction_factor": 10,
   "units": "SUV"}`` returns the generated image as float32 NIfTI on the input's grid and affine,
-  in the bundle's output units (HU, SUV, Bq/mL, Gy/s) (``lib/infer.py``).
+  in the bundle's output units (HU, SUV, Bq/mL, Gy/s) (``lib/infer.py``); a bundle with a saver of
+  its own (``spect_projection_completion``: a sparse-view NIfTI plus its JSON sidecar in, all views
+  out) answers with the file that saver writes and its sidecar in the params (``sidecar``).
 - Client mistakes get 4xx with a reason (``lib/errors.py``).
 """
 

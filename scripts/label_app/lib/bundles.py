@@ -5,9 +5,13 @@ without importing MONAI Label. A bundle is served when it is image in, image out
 
 - ``configs/inference.json``, ``configs/metadata.json`` and ``models/model.pt`` (or ``model.ts``);
 - ``network_data_format`` has the input ``image`` and the output ``pred``, both of type ``image``;
-- its ``preprocessing`` loads one image, ``image`` (a second input, e.g. ``--input_ct``, cannot come
-  through one MONAI Label request);
-- its ``postprocessing`` writes ``pred`` with ``SaveImaged`` as NIfTI.
+- its ``preprocessing`` loads one image, ``image``, with ``LoadImaged`` or with the bundle's own
+  dictionary loader (a ``Load...d`` transform, e.g. ``LoadProjectionsd``, which reads a NIfTI plus
+  its JSON sidecar); a second input (e.g. ``--input_ct``) cannot come through one request;
+- its ``postprocessing`` writes ``pred`` as NIfTI: with ``SaveImaged``, or with the bundle's own
+  saver (a ``Save...d`` transform, e.g. ``SaveProjectionsd``) whose ``output_dir`` is the config's
+  ``@output_dir``: the app points that id at a folder of its own and answers with the NIfTI (and
+  the JSON sidecar) the saver writes there (:func:`own_saver`, ``lib/infer.py``).
 
 Per-study facts (e.g. the dose reduction factor) come from the config's ``study_facts``
 (``{item key: "@cli_id"}``, DESIGN 4): each ``cli_id`` becomes a request parameter.
@@ -16,6 +20,7 @@ Per-study facts (e.g. the dose reduction factor) come from the config's ``study_
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,10 @@ INPUT_KEY = "image"
 OUTPUT_KEY = "pred"
 WEIGHTS = ("model.pt", "model.ts")
 NIFTI_EXTS = (".nii.gz", ".nii")
+#: MONAI's naming of dictionary transforms: a bundle's own loader or saver is ``Load...d`` / ``Save...d``
+_LOADER = re.compile(r"Load\w*d")
+_SAVER = re.compile(r"Save\w*d")
+OUTPUT_DIR_REF = "@output_dir"
 
 
 def _target(transform: Any) -> str:
@@ -60,16 +69,37 @@ def unservable_reason(bundle: str | Path) -> str | None:
         return f"network_data_format has no input {INPUT_KEY!r} or no output {OUTPUT_KEY!r}"
     if inp.get("type") != "image" or out.get("type") != "image":
         return f"not image in, image out (input type {inp.get('type')!r}, output type {out.get('type')!r})"
-    loads = [t for t in _transforms(infer.get("preprocessing")) if _target(t) == "LoadImaged"]
+    loads = [t for t in _transforms(infer.get("preprocessing")) if _LOADER.fullmatch(_target(t))]
     if len(loads) != 1 or _keys(loads[0]) != [INPUT_KEY]:
-        return f"preprocessing does not load exactly one image {INPUT_KEY!r} (LoadImaged keys: {[_keys(t) for t in loads]})"
-    saves = [t for t in _transforms(infer.get("postprocessing")) if _target(t) == "SaveImaged" and OUTPUT_KEY in _keys(t)]
+        found = {_target(t): _keys(t) for t in loads}
+        return f"preprocessing does not load exactly one image {INPUT_KEY!r} (loaders and their keys: {found})"
+    saves = _savers(infer)
     if not saves:
-        return f"postprocessing does not write {OUTPUT_KEY!r} with SaveImaged"
+        return f"postprocessing does not write {OUTPUT_KEY!r} with SaveImaged or a Save...d transform of its own"
     ext = saves[0].get("output_ext", ".nii.gz")
     if ext not in NIFTI_EXTS:
         return f"output is written as {ext!r}, not NIfTI"
+    if _target(saves[0]) != "SaveImaged":
+        if saves[0].get("output_dir") != OUTPUT_DIR_REF:
+            return f"its own saver {_target(saves[0])} does not write to {OUTPUT_DIR_REF} (output_dir: {saves[0].get('output_dir')!r})"
+        if "output_dir" not in infer or "input_image" not in infer:
+            return "its own saver needs the config ids output_dir and input_image (the one-study command line)"
     return None
+
+
+def _savers(inference_config: dict) -> list[dict]:
+    """The postprocessing transforms that write ``pred``: ``SaveImaged`` first, then ``Save...d``."""
+    saves = [
+        t for t in _transforms(inference_config.get("postprocessing")) if _SAVER.fullmatch(_target(t)) and OUTPUT_KEY in _keys(t)
+    ]
+    return sorted(saves, key=lambda t: _target(t) != "SaveImaged")
+
+
+def own_saver(inference_config: dict) -> str | None:
+    """The class name of the bundle's own saver of ``pred`` (e.g. ``SaveProjectionsd``), or None
+    when ``SaveImaged`` writes it (MONAI Label then drops it and the app writes the answer)."""
+    saves = _savers(inference_config)
+    return _target(saves[0]) if saves and _target(saves[0]) != "SaveImaged" else None
 
 
 def find_bundles(root: str | Path) -> tuple[dict[str, Path], dict[str, str]]:
