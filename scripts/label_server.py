@@ -15,6 +15,11 @@ uses ``+ 2000`` and ``+ 3000``) and lists them, with the request parameters each
 which fixes two imports first: ``scripts/label_app/lib/compat.py``) until Ctrl-C. Images of your own
 (``*.nii.gz``) can sit in the same folder. Nothing is downloaded at run time.
 
+A study is what the bundle's own ``--input_image`` takes. For most bundles that is the NIfTI its
+test items name, copied as it is; ``spect_projection_completion`` takes a sparse-view acquisition,
+so its study is made from the subject's ``raw.npz`` (all views): every ``sparse_factor``-th view as
+NIfTI ``(u, v, views)`` with its JSON sidecar beside it (:data:`STUDY_MAKERS`).
+
 A bundle is served when it is image in, image out as NIfTI (``scripts/label_app/lib/bundles.py``);
 the others are listed with their reason and skipped.
 """
@@ -97,12 +102,51 @@ def inference_items(bundle: Path, dataset_dir: Path) -> list[dict[str, Any]]:
     return list(parser.get_parsed_content("datalist"))
 
 
-def make_studies(studies: Path, bundles: Mapping[str, Path], n: int = 1, progress: bool = True) -> dict[str, dict]:
+def _bundle_module(bundle: Path, module: str):
+    """``<name>.<module>`` of a bundle's own package, imported as its configs import it."""
+    import importlib
+
+    root = str(Path(bundle).resolve())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(f"{Path(bundle).name}.{module}")
+
+
+def sparse_view_study(bundle: Path, item: Mapping[str, Any], dst: Path) -> Path:
+    """A ``spect_projection_completion`` study from a dataset subject: the acquired views (every
+    ``sparse_factor``-th of ``raw.npz``'s ``projections`` [views, u, v]) as NIfTI ``(u, v, views)``
+    plus the sidecar ``<dst stem>.json`` (acquired angles, radius, pixdim, nuclide, collimator, energy,
+    time per view), written by the bundle's own ``write_projections``. Returns the NIfTI."""
+    transforms = _bundle_module(bundle, "transforms")
+    counts, header = transforms.read_projections(item["image"])  # all views, (u, v, views)
+    config = json.loads((Path(bundle) / "configs" / "inference.json").read_text())
+    f = int(item.get("sparse_factor", config.get("sparse_factor", 4)))
+    facts = {
+        k: _json_value(item[k]) for k in ("nuclide", "collimator", "energy_keV", "time_per_view_s") if item.get(k) is not None
+    }
+    header = {**header, **facts, "angles_deg": header["angles_deg"][::f]}
+    return transforms.write_projections(dst, counts[..., ::f], header)
+
+
+#: bundles whose study is not a copy of their test item's NIfTI: ``(bundle, item, dst .nii.gz) -> path``
+STUDY_MAKERS = {"spect_projection_completion": sparse_view_study}
+
+
+def make_studies(
+    studies: Path,
+    bundles: Mapping[str, Path],
+    n: int = 1,
+    progress: bool = True,
+    dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict]:
     """Make sure ``studies`` holds ``n`` held-out studies of each bundle; returns the manifest
     ``{image id: {"model": name, "params": {...}, "source": path}}`` (also written to
     ``<studies>/label_studies.json``). Each study is the input the bundle's own inference takes,
-    copied flat into ``studies`` as ``<name>_<subject>.nii.gz``; ``params`` holds its per-study
-    facts under the request parameter names (e.g. ``dose_reduction_factor``, ``units``)."""
+    flat in ``studies`` as ``<name>_<subject>.nii.gz`` (a copy of the test item, or made by the
+    bundle's :data:`STUDY_MAKERS` entry, e.g. a sparse-view acquisition with its ``.json``
+    sidecar); ``params`` holds its per-study facts under the request parameter names (e.g.
+    ``dose_reduction_factor``, ``units``). ``dataset_params``: overrides of a bundle's dataset-task
+    params, ``{name: {"shape": [...], ...}}`` (small studies for tests)."""
     from common.simulation.datasets import generate_dataset
     from scripts.main import _data_seed
 
@@ -115,16 +159,23 @@ def make_studies(studies: Path, bundles: Mapping[str, Path], n: int = 1, progres
             continue
         seed = _data_seed(bundle) + STUDY_SEED_OFFSET
         source = studies / SOURCES / name
-        generate_dataset(name, source, n=n, seed=seed, test_only=True, workers=1, progress=progress)
+        overrides = dict((dataset_params or {}).get(name) or {}) or None
+        generate_dataset(name, source, n=n, seed=seed, test_only=True, workers=1, progress=progress, params=overrides)
         config = json.loads((bundle / "configs" / "inference.json").read_text())
         facts = study_facts(config)
+        maker = STUDY_MAKERS.get(name)
         for i, item in enumerate(inference_items(bundle, source)):
             src = Path(item["image"])
             ext = next((e for e in (".nii.gz", ".nii") if src.name.endswith(e)), "".join(src.suffixes))
+            if maker is None and ext not in (".nii.gz", ".nii"):
+                raise ValueError(f"{name}: its test items are {ext} files, not NIfTI; add a study maker to STUDY_MAKERS")
             image_id = f"{name}_{item.get('id', i)}"
             while image_id in manifest and manifest[image_id]["source"] != str(src):
                 image_id += f"_{i}"
-            shutil.copyfile(src, studies / f"{image_id}{ext}")
+            if maker is None:
+                shutil.copyfile(src, studies / f"{image_id}{ext}")
+            else:
+                maker(bundle, item, studies / f"{image_id}.nii.gz")
             params = {p: _json_value(item[k]) for p, k in facts.items() if item.get(k) is not None}
             manifest[image_id] = {"model": name, "params": params, "source": str(src), "seed": seed}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
