@@ -5,10 +5,17 @@ The server is MONAI Label's own ``start_server`` run through ``python -m scripts
 
 One server for the module: a private copy of ``scripts/label_app`` with the bundles linked under
 its ``model/`` folder (``scripts.label_server.link_bundles``), one synthetic held-out study per
-bundle (``make_studies``), a free port. Each bundle's ``/infer`` answer must be float32 NIfTI with
-the input's shape and affine, in the bundle's output units, equal to what the bundle's own
-``python -m monai.bundle run inference`` writes for the same study; client mistakes get 4xx and
-leave the server running. Request times (first and second request per bundle) are printed.
+bundle (``make_studies``), a free port. Each bundle's ``/infer`` answer must be float32 NIfTI in
+the bundle's output units, equal to what the bundle's own ``python -m monai.bundle run inference``
+writes for the same study: on the input's grid and affine for the ``SaveImaged`` bundles; for
+``spect_projection_completion`` (a sparse-view acquisition with its JSON sidecar in, written by
+the bundle's own saver) all views, the acquired ones unchanged, with the completed sidecar in the
+response's params. Client mistakes get 4xx and leave the server running. Request times (first and
+second request per bundle) are printed.
+
+The served bundles are the repository's bundle folders with their weights copied (a training run
+may rewrite ``models/model.pt`` while this runs; the server and the reference run must load the
+same weights) and without their ``data/`` folders (a request must not need one).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import numpy as np
 import pytest
 import requests
 
+from scripts.label_app.lib.bundles import WEIGHTS, own_saver
 from scripts.label_server import BUNDLES_DIR, choose_bundles, link_bundles, make_studies, server_command
 
 pytestmark = pytest.mark.slow
@@ -37,6 +45,48 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVED, SKIPPED = choose_bundles()
 START_TIMEOUT_S = 180
 REQUEST_TIMEOUT_S = 600
+#: small dataset-task params per bundle (the shipped networks take any size); the others: full size
+STUDY_PARAMS = {
+    "spect_projection_completion": {
+        "shape": [32, 32, 24],
+        "spacing_mm": [16.0, 16.0, 16.0],
+        "n_views": 24,
+        "n_iters": 2,
+        "n_subsets": 4,
+    },
+}
+NOT_SERVED = {"models", "data", "eval", "runs", "__pycache__", ".ruff_cache"}  # of a bundle folder
+
+
+def _config(name: str) -> dict:
+    return json.loads((SERVED[name] / "configs" / "inference.json").read_text())
+
+
+def _snapshot_bundle(bundle: Path, dst: Path, tries: int = 5) -> Path:
+    """``bundle`` as served: its files linked, its weights copied (checked to load: a training
+    run may be writing them)."""
+    import torch
+
+    dst.mkdir(parents=True)
+    for entry in bundle.iterdir():
+        if entry.name not in NOT_SERVED:
+            (dst / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+    (dst / "models").mkdir()
+    for weights in WEIGHTS:
+        src = bundle / "models" / weights
+        if not src.is_file():
+            continue
+        for attempt in range(tries):
+            shutil.copyfile(src, dst / "models" / weights)
+            try:
+                if weights.endswith(".pt"):
+                    torch.load(dst / "models" / weights, map_location="cpu", weights_only=True)
+                break
+            except Exception:  # caught mid-write: copy again
+                if attempt == tries - 1:
+                    raise
+                time.sleep(2)
+    return dst
 
 
 def _free_port() -> int:
@@ -50,8 +100,10 @@ def _tail(log: Path, n: int = 40) -> str:
 
 
 class Server:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path, studies: Path, manifest: dict, start_s: float):
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path, studies: Path, manifest: dict, start_s: float,
+                 bundles: dict[str, Path]):  # fmt: skip
         self.url, self.proc, self.log, self.studies, self.manifest, self.start_s = url, proc, log, studies, manifest, start_s
+        self.bundles = bundles  # the served copies
         self.times: dict[str, list[float]] = {}
 
     def alive(self) -> bool:
@@ -74,9 +126,10 @@ def server(tmp_path_factory) -> Server:
     tmp = tmp_path_factory.mktemp("monai_label")
     runtime = shutil.ignore_patterns("model", "logs", "bin", "__pycache__")  # made by the server or by link_bundles
     app = Path(shutil.copytree(ROOT / "scripts" / "label_app", tmp / "app", ignore=runtime))
-    link_bundles(app, SERVED)
+    bundles = {name: _snapshot_bundle(path, tmp / "bundles" / name) for name, path in SERVED.items()}
+    link_bundles(app, bundles)
     studies = tmp / "studies"
-    manifest = make_studies(studies, SERVED, n=1, progress=False)
+    manifest = make_studies(studies, bundles, n=1, progress=False, dataset_params=STUDY_PARAMS)
     port = _free_port()
     log = tmp / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -97,7 +150,7 @@ def server(tmp_path_factory) -> Server:
             except requests.ConnectionError:
                 pass
             time.sleep(1)
-        srv = Server(url, proc, log, studies, manifest, time.time() - t0)
+        srv = Server(url, proc, log, studies, manifest, time.time() - t0, bundles)
         yield srv
     finally:
         if proc.poll() is None:
@@ -118,9 +171,10 @@ def test_info_lists_the_servable_bundles_as_image_models(server):
     assert info["datastore"]["total"] == len(server.manifest)
 
 
-def _reference(server: Server, tmp_path: Path, name: str, image_id: str, params: dict) -> nib.Nifti1Image:
-    """The bundle's own stock inference on the same study file."""
-    bundle = SERVED[name]
+def _reference(server: Server, tmp_path: Path, name: str, image_id: str, params: dict) -> tuple[nib.Nifti1Image, dict | None]:
+    """The bundle's own stock inference on the same study file: the image it writes and the JSON
+    sidecar beside it (None when it writes none)."""
+    bundle = server.bundles[name]
     study = next(server.studies.glob(f"{image_id}.nii*"))
     out = tmp_path / "reference"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--bundle_root", str(bundle),
@@ -131,11 +185,12 @@ def _reference(server: Server, tmp_path: Path, name: str, image_id: str, params:
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (written,) = sorted(out.rglob("*.nii*"))
-    return nib.load(written)
+    sidecar = written.with_name(written.name.split(".nii")[0] + ".json")
+    return nib.load(written), (json.loads(sidecar.read_text()) if sidecar.is_file() else None)
 
 
 @pytest.mark.parametrize("name", sorted(SERVED))
-def test_infer_returns_the_bundle_output_as_float32_nifti_on_the_input_grid(server, tmp_path, name, capsys):
+def test_infer_returns_the_bundle_output_as_float32_nifti(server, tmp_path, name, capsys):
     image_id, study = server.study(name)
     times = []
     for _ in range(2):  # the first request loads the network, the second shows the steady state
@@ -147,11 +202,11 @@ def test_infer_returns_the_bundle_output_as_float32_nifti_on_the_input_grid(serv
     result.write_bytes(r.content)
     got = nib.load(result)
     given = nib.load(next(server.studies.glob(f"{image_id}.nii*")))
-    ref = _reference(server, tmp_path, name, image_id, study["params"])
+    ref, ref_sidecar = _reference(server, tmp_path, name, image_id, study["params"])
 
     assert got.get_data_dtype() == np.float32
-    assert got.shape == given.shape == ref.shape
-    np.testing.assert_allclose(got.affine, given.affine, atol=1e-4)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got.affine, ref.affine, atol=1e-4)
     x, y = got.get_fdata(dtype=np.float32), ref.get_fdata(dtype=np.float32)
     assert np.isfinite(x).all() and x.max() > x.min()
     assert not np.array_equal(x, np.round(x)), "integer-valued output: was it cast?"
@@ -162,13 +217,34 @@ def test_infer_returns_the_bundle_output_as_float32_nifti_on_the_input_grid(serv
     np.testing.assert_allclose([x.min(), x.max()], [y.min(), y.max()], atol=1e-4 * scale)
     np.testing.assert_allclose(x, y, atol=1e-4 * scale)
 
+    sidecar = None
+    if own_saver(_config(name)) is None:  # SaveImaged bundles: the input's grid and affine
+        assert got.shape == given.shape
+        np.testing.assert_allclose(got.affine, given.affine, atol=1e-4)
+        assert ref_sidecar is None
+    else:  # the bundle's own file, and the sidecar it writes beside it in the response's params
+        params = server.infer(name, image_id, study["params"], output="json")
+        assert params.status_code == 200, params.text[:2000]
+        sidecar = params.json().get("sidecar")
+        assert sidecar == ref_sidecar
+    if name == "spect_projection_completion":  # all views in counts, the acquired ones as measured
+        f = int(_config(name)["sparse_factor"])
+        views = given.shape[2] * f
+        assert got.shape == (*given.shape[:2], views)
+        assert x.min() >= 0
+        np.testing.assert_allclose(x[..., ::f], given.get_fdata(dtype=np.float32), rtol=1e-5, atol=1e-3)
+        acquired = json.loads(next(server.studies.glob(f"{image_id}.json")).read_text())
+        assert len(sidecar["angles_deg"]) == views and sidecar["acquired_views"] == list(range(0, views, f))
+        np.testing.assert_allclose(sidecar["angles_deg"][::f], acquired["angles_deg"], atol=1e-9)
+        assert sidecar["nuclide"] == acquired["nuclide"] and sidecar["time_per_view_s"] == acquired["time_per_view_s"]
+
     server.times[name] = times
     with capsys.disabled():
-        print(f"\n[monai label] {name}: {given.shape} voxels, request {times[0]:.2f} s (first, loads the network), "
-              f"{times[1]:.2f} s (second); server start {server.start_s:.1f} s")  # fmt: skip
+        print(f"\n[monai label] {name}: {given.shape} voxels in, {got.shape} out, request {times[0]:.2f} s (first, loads "
+              f"the network), {times[1]:.2f} s (second); server start {server.start_s:.1f} s")  # fmt: skip
 
 
-def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server):
+def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, tmp_path):
     name = min(SERVED)
     image_id, study = server.study(name)
     with_facts = next(((n, server.study(n)) for n in sorted(SERVED) if server.study(n)[1]["params"]), None)
@@ -191,6 +267,8 @@ def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server):
     if "pet_nac_to_pct" in SERVED:  # the wrong kind of image: the subject's CT (a server-side path) sent as NAC PET
         _, nac = server.study("pet_nac_to_pct")
         cases.append(("a CT sent as NAC PET", "pet_nac_to_pct", str(Path(nac["source"]).with_name("ct.nii.gz")), {}, 422))
+    if "spect_projection_completion" in SERVED:  # bad sparse-view acquisitions (server-side paths)
+        cases += _bad_projection_studies(server, tmp_path)
     for what, model, image, params, status in cases:
         r = server.infer(model, image, params, output="json")
         assert r.status_code == status, f"{what}: HTTP {r.status_code} {r.text[:500]}"
@@ -198,5 +276,39 @@ def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server):
         assert server.alive(), f"server died after {what}:\n{_tail(server.log)}"
 
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
-    r = server.infer(name, image_id, study["params"], output="json")
-    assert r.status_code == 200, r.text[:2000]
+    for model in sorted(SERVED):
+        image_id, study = server.study(model)
+        r = server.infer(model, image_id, study["params"], output="json")
+        assert r.status_code == 200, f"{model}: {r.text[:2000]}"
+
+
+def _bad_projection_studies(server: Server, tmp_path: Path) -> list[tuple]:
+    """``spect_projection_completion`` studies its checks refuse (each 422): no sidecar, negative
+    counts, angles that do not match the views."""
+    name = "spect_projection_completion"
+    image_id, _ = server.study(name)
+    study = next(server.studies.glob(f"{image_id}.nii*"))
+    img = nib.load(study)
+    header = json.loads(study.with_name(f"{image_id}.json").read_text())
+    counts = img.get_fdata(dtype=np.float32)
+
+    def write(stem: str, array: np.ndarray, sidecar: dict | None) -> str:
+        path = tmp_path / f"{stem}.nii.gz"
+        nib.save(nib.Nifti1Image(array.astype(np.float32), img.affine), path)
+        if sidecar is not None:
+            (tmp_path / f"{stem}.json").write_text(json.dumps(sidecar))
+        return str(path)
+
+    negative = counts.copy()
+    negative[0, 0, 0] = -5.0
+    return [
+        ("projections without their sidecar", name, write("no_sidecar", counts, None), {}, 422),
+        ("negative counts", name, write("negative", negative, header), {}, 422),
+        (
+            "angles that do not match the views",
+            name,
+            write("angles", counts, {**header, "angles_deg": header["angles_deg"][:-1]}),
+            {},
+            422,
+        ),
+    ]
