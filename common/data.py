@@ -32,8 +32,12 @@ __all__ = [
     "DATALIST_NAME",
     "NiftiVolume",
     "as_int",
+    "NiftiHeader",
     "atomic_write_bytes",
     "centred_affine",
+    "check_nifti_file",
+    "check_same_grid",
+    "is_nifti_path",
     "is_path_value",
     "load_datalist",
     "read_datalist",
@@ -140,15 +144,15 @@ def read_json(path: PathLike) -> Any:
     ValueError naming the file, line and column."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingFileError(f"{path}: file not found")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -249,15 +253,15 @@ def read_nifti(path: PathLike, allow_nonfinite: bool = False) -> NiftiVolume:
     """Read and validate a NIfTI file.
 
     Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is not NIfTI, is truncated or corrupt, or (unless
-            ``allow_nonfinite``) holds NaN/Inf; the message names the file.
+        MissingFileError: the file does not exist (a FileNotFoundError).
+        InputError: the file is not NIfTI, is truncated or corrupt, or (unless
+            ``allow_nonfinite``) holds NaN/Inf; the message names the file (a ValueError).
     """
     import nibabel as nib
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: NIfTI file not found")
+        raise MissingFileError(f"{path}: NIfTI file not found")
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
@@ -265,16 +269,103 @@ def read_nifti(path: PathLike, allow_nonfinite: bool = False) -> NiftiVolume:
         img = nib.Nifti1Image.from_bytes(raw)
         array = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel/gzip/zlib raise many types for bad files
-        raise ValueError(f"{path}: not a readable NIfTI file (corrupt or truncated?): {type(e).__name__}: {e}") from None
+        raise InputError(f"{path}: not a readable NIfTI file (corrupt or truncated?): {type(e).__name__}: {_one_line(e)}") from None
     if not allow_nonfinite and np.issubdtype(array.dtype, np.floating):
         bad = ~np.isfinite(array)
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{path}: {int(bad.sum())} NaN/Inf voxel(s), first at index {idx}")
+            raise InputError(f"{path}: {int(bad.sum())} NaN/Inf voxel(s), first at index {idx}")
     affine = img.affine
     if affine is None or not np.all(np.isfinite(affine)):
-        raise ValueError(f"{path}: missing or non-finite affine")
+        raise InputError(f"{path}: missing or non-finite affine")
     return NiftiVolume(array, np.asarray(affine, dtype=np.float64))
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def is_nifti_path(path: PathLike) -> bool:
+    """True for a ``.nii`` or ``.nii.gz`` file name."""
+    return str(path).lower().endswith((".nii", ".nii.gz"))
+
+
+class NiftiHeader(NamedTuple):
+    """What :func:`check_nifti_file` learns from a NIfTI file without keeping its voxels:
+    ``shape`` (the 3 spatial sizes) and ``affine`` (4x4, RAS, mm)."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def axcodes(self) -> str:
+        import nibabel as nib
+
+        return "".join(str(c) for c in nib.aff2axcodes(self.affine))
+
+
+def check_nifti_file(path: PathLike, what: str = "image") -> NiftiHeader:
+    """Check a NIfTI file before anything is computed from it, cheaply (its voxels are streamed,
+    not kept): readable header, every voxel byte the header announces present (a truncated
+    ``.nii`` or ``.nii.gz`` is refused; gzip's checksum is verified), one 3D volume (trailing
+    dimensions of size 1 allowed), a finite affine with non-zero voxel sizes.
+
+    Raises:
+        MissingFileError: no such file.
+        InputError: naming the file and the problem (``what`` says what the file should be).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: {what} not found")
+    try:
+        img = nib.load(str(path))
+        header = img.header
+        shape = tuple(int(n) for n in img.shape)
+        expected = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.int64)) * np.dtype(header.get_data_dtype()).itemsize
+        if path.name.lower().endswith(".gz"):
+            found = 0
+            with gzip.open(path, "rb") as f:  # reads to the end: EOFError when truncated, BadGzipFile on a bad CRC
+                while block := f.read(1 << 22):
+                    found += len(block)
+        else:
+            found = path.stat().st_size
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as e:  # nibabel/gzip/zlib raise many types for bad files
+        raise InputError(f"{path}: not a readable NIfTI file (corrupt or truncated?): {type(e).__name__}: {_one_line(e)}") from None
+    if found < expected:
+        raise InputError(f"{path}: truncated NIfTI file: {found} of the {expected} bytes its header announces")
+    spatial = shape[:3]
+    if len(shape) < 3 or any(n != 1 for n in shape[3:]):
+        kind = f"{len(shape)}D" if len(shape) != 4 else f"4D ({shape[3]} frames or channels)"
+        raise InputError(f"{path}: {what} must be one 3D volume, got a {kind} image of shape {shape}")
+    if not np.all(np.isfinite(affine)) or np.any(np.linalg.norm(affine[:3, :3], axis=0) == 0):
+        raise InputError(f"{path}: {what} has a missing, non-finite or degenerate affine (voxel size 0)")
+    return NiftiHeader(path, spatial, affine)  # type: ignore[arg-type]
+
+
+def check_same_grid(first: NiftiHeader, second: NiftiHeader, what: str = "paired images", atol_mm: float = 0.01) -> None:
+    """Refuse two images that should lie voxel by voxel on one grid (e.g. a NAC PET and its CT)
+    but do not: InputError naming both files and the first difference (shape, voxel size,
+    orientation, position)."""
+    a, b = first, second
+    names = f"{b.path}: {what} {a.path.name} and {b.path.name} are not on the same grid"
+    if a.shape != b.shape:
+        raise InputError(f"{names}: shape {a.shape} vs {b.shape}; resample one onto the other first")
+    if not np.allclose(a.spacing_mm, b.spacing_mm, rtol=1e-4, atol=1e-4):
+        sa, sb = (tuple(round(s, 4) for s in h.spacing_mm) for h in (a, b))
+        raise InputError(f"{names}: voxel size {sa} vs {sb} mm; resample one onto the other first")
+    if a.axcodes != b.axcodes:
+        raise InputError(f"{names}: orientation {a.axcodes} vs {b.axcodes}; reorient one to the other first")
+    if not np.allclose(a.affine, b.affine, atol=atol_mm, rtol=0):
+        shift = np.asarray(b.affine[:3, 3] - a.affine[:3, 3]).round(3).tolist()
+        raise InputError(f"{names}: affines differ (origin shift {shift} mm, or direction); resample one onto the other first")
 
 
 # ----------------------------------------------------------------------------------------
@@ -309,16 +400,16 @@ def read_npz(path: PathLike, allow_nonfinite: bool = False) -> dict[str, np.ndar
     """Read all arrays of an ``.npz`` file; errors name the file (missing, corrupt, NaN/Inf)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingFileError(f"{path}: file not found")
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
     except Exception as e:
-        raise ValueError(f"{path}: not a readable .npz file (corrupt or truncated?): {type(e).__name__}: {e}") from None
+        raise InputError(f"{path}: not a readable .npz file (corrupt or truncated?): {type(e).__name__}: {_one_line(e)}") from None
     if not allow_nonfinite:
         for k, v in out.items():
             if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
-                raise ValueError(f"{path}: array {k!r} holds NaN/Inf")
+                raise InputError(f"{path}: array {k!r} holds NaN/Inf")
     return out
 
 

@@ -7,10 +7,12 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
 
+from common.data import write_nifti
 from common.learning.workflow import as_bool, attach_pretrained, attach_resume, datalist_pairs, latest_checkpoint, study_items
 
 
@@ -60,8 +62,8 @@ def test_pretrained_is_skipped_when_resuming_and_a_missing_file_is_named(tmp_pat
 
 
 def _dataset(tmp_path):
-    for name in ("a_nac.nii.gz", "a_ct.nii.gz"):
-        (tmp_path / name).write_bytes(b"")
+    for name in ("a_nac.nii.gz", "a_ct.nii.gz"):  # real NIfTIs: datalist_pairs checks them before anything runs
+        write_nifti(tmp_path / name, np.ones((4, 4, 3), np.float32))
     entry = {"id": "a", "nac": "a_nac.nii.gz", "ct": "a_ct.nii.gz", "weight_kg": 70.0}
     (tmp_path / "datalist.json").write_text(json.dumps({"training": [entry], "validation": [], "test": [entry]}))
     return tmp_path
@@ -80,8 +82,7 @@ def test_datalist_pairs_name_the_missing_key(tmp_path):
 
 
 def test_study_items_hold_one_absolute_path_and_the_given_facts(tmp_path):
-    image = tmp_path / "pet.nii.gz"
-    image.write_bytes(b"")
+    image = write_nifti(tmp_path / "pet.nii.gz", np.ones((4, 4, 3), np.float32))
     assert study_items(image, {"drf": 10, "weight_kg": None}) == [{"image": str(image), "drf": 10}]
     with pytest.raises(FileNotFoundError, match="missing.nii.gz: input image not found"):
         study_items(tmp_path / "missing.nii.gz")

@@ -238,7 +238,8 @@ class CheckAttenuationCorrection(Transform):
         name: what the image is, for messages.
 
     Input ``[C, X, Y, Z]`` (each channel is checked); returned unchanged. Run it after
-    :class:`CheckEmission`, on the image as loaded (before resampling).
+    :class:`CheckEmission` and MONAI's ``Orientationd`` to RAS (which only flips and permutes axes,
+    so the third axis is axial whatever the file's orientation), before any resampling.
     """
 
     ACTIONS = ("refuse", "warn", "off")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.data import load_datalist
+from common.data import DATALIST_NAME, check_nifti_file, check_same_grid, is_nifti_path, load_datalist
 from common.errors import InputError, MissingFileError
 
 __all__ = [
@@ -24,6 +24,8 @@ __all__ = [
     "latest_checkpoint",
     "attach_resume",
     "attach_pretrained",
+    "check_items",
+    "check_weights",
     "datalist_pairs",
     "study_items",
     "common_folder",
@@ -70,6 +72,7 @@ def attach_resume(trainer: Any, load_dict: Mapping[str, Any], checkpoint_dir: st
     from monai.handlers import CheckpointLoader
 
     path = latest_checkpoint(checkpoint_dir)
+    check_weights(path, load_dict, what="checkpoint", hint="resume only from checkpoints of this configuration, or empty that folder")
     CheckpointLoader(load_path=str(path), load_dict=dict(load_dict), map_location=map_location).attach(trainer)
     return path
 
@@ -82,10 +85,106 @@ def attach_pretrained(trainer: Any, network: Any, path: str | os.PathLike | None
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: pretrained weights not found; give --pretrained the path of a model.pt")
+    check_weights(path, {"model": network}, what="pretrained weights", hint="give --pretrained a model.pt of this bundle")
     from monai.handlers import CheckpointLoader
 
     CheckpointLoader(load_path=str(path), load_dict={"model": network}, map_location=map_location).attach(trainer)
     return path
+
+
+def _state_dict_of(obj: Any) -> Mapping[str, Any] | None:
+    if hasattr(obj, "state_dict") and callable(obj.state_dict):
+        try:
+            return obj.state_dict()
+        except TypeError:  # e.g. an ignite Engine needs no arguments either; anything odd: skip it
+            return None
+    return None
+
+
+def check_weights(path: str | os.PathLike, load_dict: Mapping[str, Any] | Any, what: str = "weights", hint: str = "") -> Path:
+    """Check that ``path`` holds weights for the objects of ``load_dict`` (``{"model": network, ...}``,
+    or a network alone) before MONAI's ``CheckpointLoader`` loads them: a file ``torch.load``
+    reads with ``weights_only=True`` (a state_dict, or a checkpoint of state_dicts), with every
+    key of the network and the same tensor shapes. A file from another network, or a pickled
+    model, is an :class:`~common.errors.InputError` naming the file and the first differences,
+    instead of a 40-line ``load_state_dict`` report. Returns ``path``."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: {what} not found")
+    if not isinstance(load_dict, Mapping):
+        load_dict = {"model": load_dict}
+    fix = f"; {hint}" if hint else ""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickled objects other than tensors, corrupt or truncated files
+        text = " ".join(str(e).split())[:200]
+        raise InputError(f"{path}: not a {what} file of tensors (a state_dict saved with torch.save): {type(e).__name__}: {text}{fix}") from None
+    if not isinstance(saved, Mapping):
+        raise InputError(f"{path}: {what} must hold a state_dict (a dict of tensors), got {type(saved).__name__}{fix}")
+    if len(load_dict) == 1 and next(iter(load_dict)) not in saved:  # a bare state_dict (what CheckpointLoader accepts too)
+        saved = {next(iter(load_dict)): saved}
+    for key, obj in load_dict.items():
+        if key not in saved:
+            raise InputError(f"{path}: {what} has no {key!r} entry (it holds {sorted(map(str, saved))}){fix}")
+        if not isinstance(obj, torch.nn.Module):
+            continue
+        expected = obj.state_dict()
+        got = saved[key]
+        if not isinstance(got, Mapping):
+            raise InputError(f"{path}: {what} entry {key!r} is a {type(got).__name__}, not a state_dict{fix}")
+        strip = "module."  # DistributedDataParallel's prefix
+        got = {(k[len(strip):] if k.startswith(strip) and k[len(strip):] in expected else k): v for k, v in got.items()}
+        missing = [k for k in expected if k not in got]
+        unexpected = [k for k in got if k not in expected]
+        shapes = [
+            f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}"
+            for k, v in expected.items()
+            if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(v.shape)
+        ]
+        if missing or unexpected or shapes:
+            found = []
+            if missing:
+                found.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
+            if unexpected:
+                found.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+            if shapes:
+                found.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+            raise InputError(
+                f"{path}: {what} are for another network than this bundle's {type(obj).__name__}: {', '.join(found)}{fix}"
+            )
+    return path
+
+
+def check_items(items: list[Mapping[str, Any]], keys: tuple[str, ...] = ("image", "label"), what: Mapping[str, str] | None = None) -> list[Mapping[str, Any]]:
+    """Check the NIfTI files of ``items`` before a bundle loads (or writes) anything
+    (:func:`common.data.check_nifti_file`: readable, complete, one 3D volume) and that each item's
+    files of ``keys`` lie on one grid (:func:`common.data.check_same_grid`: shape, voxel size,
+    orientation, position), so a bad file ends the run with one line naming it before the first
+    output is written. Other files (``.npz`` projections, ...) are left to their readers.
+    Returns ``items``."""
+    seen: dict[str, Any] = {}
+    names = dict(what or {})
+
+    def header(path: str, key: str):
+        if path not in seen:
+            seen[path] = check_nifti_file(path, names.get(key, key))
+        return seen[path]
+
+    for item in items:
+        found = [(k, header(str(item[k]), k)) for k in keys if k in item and is_nifti_path(item[k])]
+        for (_, first), (key, other) in zip(found, found[1:]):
+            check_same_grid(first, other, what=f"the {names.get(found[0][0], found[0][0])} and {names.get(key, key)}")
+    return items
+
+
+def no_entries(dataset_dir: str | os.PathLike, split: str) -> InputError:
+    """The error for a datalist split with no entries."""
+    return InputError(
+        f"{Path(dataset_dir) / DATALIST_NAME}: no {split!r} entries; add subjects to that list, "
+        "or give --input_image PATH to run inference on one study"
+    )
 
 
 def datalist_pairs(
@@ -95,6 +194,8 @@ def datalist_pairs(
     the entry's ``image_key`` (and ``label_key``) files, absolute; other entry keys are kept.
     ``limit``: at most this many subjects."""
     entries = load_datalist(dataset_dir, split)
+    if not entries:
+        raise no_entries(dataset_dir, split)
     items = []
     for entry in entries[:limit]:
         for key in (image_key, label_key):
@@ -105,7 +206,7 @@ def datalist_pairs(
         if label_key is not None:
             item["label"] = entry[label_key]
         items.append(item)
-    return items
+    return check_items(items, ("image", "label"), {"image": image_key, "label": label_key or "label"})
 
 
 def study_items(input_image: str | os.PathLike, facts: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -115,7 +216,8 @@ def study_items(input_image: str | os.PathLike, facts: Mapping[str, Any] | None 
     path = Path(input_image).expanduser()
     if not path.is_file():
         raise MissingFileError(f"{path}: input image not found (--input_image)")
-    return [{"image": str(path.resolve()), **{k: v for k, v in (facts or {}).items() if v is not None}}]
+    items = [{"image": str(path.resolve()), **{k: v for k, v in (facts or {}).items() if v is not None}}]
+    return check_items(items, ("image",), {"image": "input image (--input_image)"})
 
 
 def common_folder(items: list[Mapping[str, Any]], key: str = "image") -> str:

@@ -28,7 +28,7 @@ from monai.transforms import MapTransform
 
 from common.data import load_datalist
 from common.errors import InputError
-from common.learning.workflow import study_items
+from common.learning.workflow import check_items, no_entries, study_items
 from common.physics import suv
 from common.simulation.pet import drf_name
 
@@ -277,8 +277,13 @@ def dose_datalist(
     extra_keys: Mapping[str, str] | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`dose_items` of the first ``limit`` subjects of ``split`` of ``dataset_dir/datalist.json``."""
-    return dose_items(load_datalist(dataset_dir, split)[:limit], factors, low_dose_key, target_key, extra_keys=extra_keys)
+    """:func:`dose_items` of the first ``limit`` subjects of ``split`` of ``dataset_dir/datalist.json``;
+    their NIfTI files checked (readable, 3D, low and full dose on one grid) before anything runs."""
+    entries = load_datalist(dataset_dir, split)
+    if not entries:
+        raise no_entries(dataset_dir, split)
+    items = dose_items(entries[:limit], factors, low_dose_key, target_key, extra_keys=extra_keys)
+    return check_items(items, ("image", "label"), {"image": "low-dose PET", "label": "full-dose PET"})
 
 
 def split_count_datalist(

@@ -88,6 +88,21 @@ def _check_angles(path: Path, angles: Any, n_views: int) -> list[float]:
     return [float(v) for v in a]
 
 
+def _check_detector_affine(path: Path, affine: np.ndarray) -> None:
+    """Projections are in detector coordinates (u, v, view), not patient space: the NIfTI affine
+    only carries the pixel size, so it must be ``diag(du, dv, 1)`` (any translation). A flipped,
+    rotated or permuted affine would be dropped silently (the completed set is written with
+    ``diag(du, dv, 1)``), so it is refused."""
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    diagonal = np.allclose(linear, np.diag(np.diag(linear)), atol=1e-6 * max(1.0, float(np.abs(linear).max())))
+    if not diagonal or np.any(np.diag(linear)[:2] <= 0):
+        shown = np.round(linear, 4).tolist()
+        raise InputError(
+            f"{path}: projections are in detector coordinates (u, v, view), so the NIfTI affine must be diag(du, dv, 1) "
+            f"with du, dv > 0 (pixel size only), got {shown}; store the views unflipped in acquisition order"
+        )
+
+
 def _check_counts(path: Path, counts: np.ndarray) -> np.ndarray:
     if counts.ndim != 3:
         raise InputError(f"{path}: projections must be 3D (u, v, views), got shape {counts.shape}")
@@ -129,6 +144,7 @@ def read_projections(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any
             raise InputError(f"{side}: sidecar must be a JSON object")
         vol = read_nifti(path)
         counts = np.asarray(vol.array)
+        _check_detector_affine(path, vol.affine)
         header = dict(header) | {"pixdim": [float(s) for s in vol.spacing_mm[:2]]}
     else:
         raise InputError(f"{path}: projection files end with .nii.gz, .nii or .npz")
