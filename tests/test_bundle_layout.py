@@ -87,6 +87,7 @@ def test_make_dataset_finds_every_bundle_task_by_scanning_the_bundles():
     from common.simulation.datasets import TASKS, get_task
 
     assert get_task("spect_projection_completion").builder.__module__ == "spect_projection_completion.dataset"
+    assert get_task("dose_rate_prediction").builder.__module__ == "dose_rate_prediction.dataset"
     assert {"pet_nac_to_pct", "pet_lowdose_denoising", "pet_lowdose_split_counts"} <= set(TASKS)
     assert TASKS["pet_nac_to_pct"].builder.__module__ == "pet_nac_to_pct.dataset"
     assert TASKS["pet_lowdose_split_counts"].builder.__module__ == "pet_lowdose_denoising.dataset"

@@ -18,9 +18,17 @@ SMALL = {
     "pet_lowdose_denoising": {**SMALL_PET, "dose_reduction_factors": [4]},
     "pet_lowdose_split_counts": {**SMALL_PET, "dose_reduction_factors": [4]},
     "spect_projection_completion": {"shape": [32, 32, 28], "spacing_mm": [16.0, 16.0, 16.0], "n_views": 24, "n_iters": 2, "n_subsets": 4},
+    "dose_rate_prediction": {"shape": [24, 20, 20], "spacing_mm": [16.0, 16.0, 16.0], "n_photons": 2000, "n_electrons": 20000, "n_batches": 2},
 }
 # (task, version) -> image key -> (sum, sum of squares) of the tiny subject of default_rng([0, 0])
 FINGERPRINTS: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
+    ("dose_rate_prediction", "1"): {
+        "activity": (168129231.890625, 59172483941273.49),
+        "ct": (-6822901.0, 7382538859.0),
+        "dose_mc": (0.005407785776111064, 6.867283885695142e-08),
+        "dose_mc_std": (0.0012404489763271336, 3.3258167022922865e-08),
+        "labels": (14543.0, 136693.0),
+    },
     ("pet_lowdose_denoising", "2"): {
         "drf4": (3882.457217152609, 9404.97158554269),
         "full": (3883.7283490641275, 9432.455255014273),
