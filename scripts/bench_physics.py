@@ -4,8 +4,13 @@
 (attenuation + distance-dependent collimator blur) against PyTomography 3.4's SPECTSystemMatrix
 on the same problem, with the same sigma(d), attenuation convention (half-voxel) and angles, and
 reports the NRMSE ``||ours - pytomography|| / ||pytomography||`` of forward and adjoint outputs.
-It also times the PET projector (2D sinograms) and OSEM. Timings are medians over repeats; the
-machine is shared, so the load average is recorded with the numbers.
+It also times the PET projector (2D sinograms) and OSEM 4x16, each
+beside the path before issue 18 in the same run (interleaved, median): the PSF as MONAI's conv3d
+Gaussian (:class:`_PETBefore`) and OSEM's loop without the flush of subnormal values
+(:func:`_osem_before`), for this suite's problem (5 mm PSF) and for the dataset tasks'
+configuration (``pet_system``: attenuation in sinogram space, no projector PSF, background).
+Timings are medians over repeats; the machine is shared, so the thread count and load average
+are recorded with the numbers.
 """
 
 from __future__ import annotations
@@ -24,8 +29,42 @@ from common.physics.projectors import (
     CollimatorPSF,
     PETProjector,
     SPECTProjector,
+    gaussian_filter_mm,
 )
-from common.physics.recon import osem
+from common.physics.recon import _sensitivity, osem, subset_views
+
+
+def _osem_before(projector, measured, n_iters, n_subsets, background=None):
+    """OSEM's subset loop as it was before issue 18 (no flush of subnormal values), timed beside
+    :func:`common.physics.recon.osem` in the same run."""
+    f = torch.ones((*measured.shape[:-3], *projector.shape), device=measured.device, dtype=measured.dtype)
+    tiny = torch.finfo(measured.dtype).tiny
+    for _ in range(int(n_iters)):
+        for views in subset_views(projector.n_views, int(n_subsets)):
+            sens = _sensitivity(projector, views, measured)
+            expected = projector.forward(f, views)
+            if background is not None:
+                expected = expected + background[..., views, :, :]
+            ratio = measured[..., views, :, :] / expected.clamp_min(tiny)
+            ratio = torch.where(expected > 0, ratio, 0.0)
+            f = torch.where(sens > 0, f * projector.adjoint(ratio, views) / sens.clamp_min(tiny), 0.0)
+    return f
+
+
+class _PETBefore:
+    """The PET projector with its PSF as before issue 18 (MONAI conv3d Gaussian around the same
+    sparse matrix), for the before/after ratios of one run."""
+
+    def __init__(self, pet: PETProjector) -> None:
+        self.plain = PETProjector(pet.shape, pet.spacing_mm, pet.n_views, pet.n_bins, mu_map=pet.mu_map)
+        self.psf, self.shape, self.spacing_mm, self.n_views = pet.psf_fwhm_mm, pet.shape, pet.spacing_mm, pet.n_views
+
+    def forward(self, x, views=None):
+        return self.plain.forward(gaussian_filter_mm(x, self.psf, self.spacing_mm), views)
+
+    def adjoint(self, y, views=None):
+        return gaussian_filter_mm(self.plain.adjoint(y, views), self.psf, self.spacing_mm)
+
 
 MU_WATER_140 = 0.1537  # 1/cm, water at 140.5 keV (REFERENCE.md section 1, xraydb 4.5.8)
 MU_WATER_511 = 0.0960  # 1/cm, water at 511 keV (REFERENCE.md section 1)
@@ -88,7 +127,7 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def run(quick: bool = False, pytomography: bool = True, pytomography_osem: bool | None = None) -> dict:
+def run(quick: bool = False, pytomography: bool = True, pytomography_osem: bool | None = None, spect: bool = True) -> dict:
     """Run the suite; ``quick`` uses 64^3 (8 mm) and 60 views. Returns a JSON-able dict.
 
     PyTomography's OSEM 4x8 takes about 10 min at full size on 2 quiet cores; it is timed in
@@ -101,49 +140,48 @@ def run(quick: bool = False, pytomography: bool = True, pytomography_osem: bool 
     result: dict = {"quick": quick, "threads": 2, "load_avg_1min_start": _load()}
 
     # ---------------------------------------------------------------- SPECT
-    act, mu = _phantom(n, n, h, MU_WATER_140)
-    psf = CollimatorPSF.from_collimator("SY-LEHR", 140.5, intrinsic_fwhm_140keV_mm=3.8)
-    proj = SPECTProjector((n, n, n), (h, h, h), n_views, radius_mm=300.0, mu_map=mu, psf=psf)
-    t0 = time.perf_counter()
-    ours_fwd = proj.forward(act)  # builds the operators
-    t_build = time.perf_counter() - t0
-    t_fwd, ours_fwd = _timed(lambda: proj.forward(act), reps)
-    t_adj, ours_adj = _timed(lambda: proj.adjoint(ours_fwd), reps)
-    counts = ours_fwd * (2e6 / float(ours_fwd.sum()) * n_views / 120)
-    t_osem, ours_rec = _timed(lambda: osem(proj, counts, 4, 8), 1)
-    spect = {
-        "problem": f"{n}^3 x {h:g} mm, {n_views} views 360 deg, radius 300 mm, SY-LEHR 140.5 keV + 3.8 mm intrinsic, attenuation",
-        "psf_nodes": proj.n_nodes,
-        "ours_build_s": t_build,
-        "ours_forward_s": t_fwd,
-        "ours_adjoint_s": t_adj,
-        "ours_osem_4x8_s": t_osem,
-    }
-    if pytomography:
-        import pytomography as pyt
+    if spect:
+        act, mu = _phantom(n, n, h, MU_WATER_140)
+        psf = CollimatorPSF.from_collimator("SY-LEHR", 140.5, intrinsic_fwhm_140keV_mm=3.8)
+        proj = SPECTProjector((n, n, n), (h, h, h), n_views, radius_mm=300.0, mu_map=mu, psf=psf)
+        t0 = time.perf_counter()
+        ours_fwd = proj.forward(act)  # builds the operators
+        t_build = time.perf_counter() - t0
+        t_fwd, ours_fwd = _timed(lambda: proj.forward(act), reps)
+        t_adj, ours_adj = _timed(lambda: proj.adjoint(ours_fwd), reps)
+        counts = ours_fwd * (2e6 / float(ours_fwd.sum()) * n_views / 120)
+        t_osem, ours_rec = _timed(lambda: osem(proj, counts, 4, 8), 1)
+        spect = {
+            "problem": f"{n}^3 x {h:g} mm, {n_views} views 360 deg, radius 300 mm, SY-LEHR 140.5 keV + 3.8 mm intrinsic, attenuation",
+            "psf_nodes": proj.n_nodes,
+            "ours_build_s": t_build,
+            "ours_forward_s": t_fwd,
+            "ours_adjoint_s": t_adj,
+            "ours_osem_4x8_s": t_osem,
+        }
+        if pytomography:
+            import pytomography as pyt
 
-        system = _pytomography_spect(mu, psf, proj)
-        prep = 1 if not quick else reps
-        t_pf, ref_fwd = _timed(lambda: system.forward(act.to(pyt.device)), prep)
-        t_pa, ref_adj = _timed(lambda: system.backward(ref_fwd), prep)
-        from pytomography.algorithms import OSEM
-        from pytomography.likelihoods import PoissonLogLikelihood
+            system = _pytomography_spect(mu, psf, proj)
+            prep = 1 if not quick else reps
+            t_pf, ref_fwd = _timed(lambda: system.forward(act.to(pyt.device)), prep)
+            t_pa, ref_adj = _timed(lambda: system.backward(ref_fwd), prep)
+            from pytomography.algorithms import OSEM
+            from pytomography.likelihoods import PoissonLogLikelihood
 
-        rel = lambda a, b: float((a.cpu() - b.cpu()).norm() / b.cpu().norm())  # noqa: E731
-        spect.update(
-            pytomography_forward_s=t_pf,
-            pytomography_adjoint_s=t_pa,
-            speedup_forward=t_pf / t_fwd,
-            speedup_adjoint=t_pa / t_adj,
-            nrmse_forward=rel(ours_fwd, ref_fwd),
-            nrmse_adjoint=rel(proj.adjoint(ref_fwd), ref_adj),
-        )
-        if pytomography_osem:
-            t_po, ref_rec = _timed(lambda: OSEM(PoissonLogLikelihood(system, counts))(n_iters=4, n_subsets=8), 1)
+            rel = lambda a, b: float((a.cpu() - b.cpu()).norm() / b.cpu().norm())  # noqa: E731
             spect.update(
-                pytomography_osem_4x8_s=t_po, speedup_osem=t_po / t_osem, nrmse_osem_image=rel(ours_rec, ref_rec)
+                pytomography_forward_s=t_pf,
+                pytomography_adjoint_s=t_pa,
+                speedup_forward=t_pf / t_fwd,
+                speedup_adjoint=t_pa / t_adj,
+                nrmse_forward=rel(ours_fwd, ref_fwd),
+                nrmse_adjoint=rel(proj.adjoint(ref_fwd), ref_adj),
             )
-    result["spect"] = spect
+            if pytomography_osem:
+                t_po, ref_rec = _timed(lambda: OSEM(PoissonLogLikelihood(system, counts))(n_iters=4, n_subsets=8), 1)
+                spect.update(pytomography_osem_4x8_s=t_po, speedup_osem=t_po / t_osem, nrmse_osem_image=rel(ours_rec, ref_rec))
+        result["spect"] = spect
 
     # ------------------------------------------------------------------ PET
     nz = 48 if quick else 96
@@ -154,13 +192,40 @@ def run(quick: bool = False, pytomography: bool = True, pytomography_osem: bool 
     t_build = time.perf_counter() - t0
     t_fwd, sino = _timed(lambda: pet.forward(act_p), reps)
     t_adj, _ = _timed(lambda: pet.adjoint(sino), reps)
-    t_osem, _ = _timed(lambda: osem(pet, sino * (2e6 / float(sino[:, :, 0].sum() + 1e-12)), 4, 16), 1)
+    meas = sino * (2e6 / float(sino[:, :, 0].sum() + 1e-12))
+    # Before/after in one run, interleaved, median of `reps`: this suite's problem (5 mm PSF in the
+    # projector) and the dataset tasks' configuration (attenuation in sinogram space, no projector PSF,
+    # scatter + randoms background, common.simulation.pet.pet_system).
+    from common.simulation.pet import pet_system
+
+    _, ac = pet_system((128, 128, nz), (4.0, 4.0, 4.0), 128, mu_p)
+    pet_before = _PETBefore(pet)
+    t_fwd0, _ = _timed(lambda: pet_before.forward(act_p), reps)
+    t_adj0, _ = _timed(lambda: pet_before.adjoint(sino), reps)
+    bg = 0.3 * meas.mean() * torch.ones_like(meas)
+    times: dict[str, list[float]] = {k: [] for k in ("psf_before", "psf_after", "task_before", "task_after")}
+    for _ in range(reps):
+        for key, fn in (
+            ("psf_before", lambda: _osem_before(pet_before, meas, 4, 16)),
+            ("psf_after", lambda: osem(pet, meas, 4, 16)),
+            ("task_before", lambda: _osem_before(ac, meas, 4, 16, background=bg)),
+            ("task_after", lambda: osem(ac, meas, 4, 16, background=bg)),
+        ):
+            times[key].append(_timed(fn, 1)[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    same = float((osem(ac, meas, 4, 16, background=bg) - _osem_before(ac, meas, 4, 16, background=bg)).abs().max())
     result["pet"] = {
         "problem": f"{nz} slices 128x128 x 4 mm, 128 angles x {pet.n_bins} bins, attenuation, 5 mm PSF",
         "build_s": t_build,
         "forward_s": t_fwd,
+        "forward_before_s": t_fwd0,
         "adjoint_s": t_adj,
-        "osem_4x16_s": t_osem,
+        "adjoint_before_s": t_adj0,
+        "osem_4x16_s": med["psf_after"],
+        "osem_4x16_before_s": med["psf_before"],
+        "task_osem_4x16_s": med["task_after"],
+        "task_osem_4x16_before_s": med["task_before"],
+        "task_osem_max_abs_difference": same,
     }
     result["load_avg_1min_end"] = _load()
     _print_table(result)
@@ -175,8 +240,7 @@ def main() -> None:
     print(json.dumps(run(quick="--full" not in sys.argv), indent=1))
 
 
-def _print_table(r: dict) -> None:
-    s, p = r["spect"], r["pet"]
+def _print_spect(s: dict) -> None:
     print(f"SPECT {s['problem']} ({s['psf_nodes']} blur nodes)")
     print(f"{'':10s}{'ours s':>10s}{'PyTomography s':>16s}{'speed-up':>10s}{'NRMSE':>10s}")
     for key, label in (("forward", "forward"), ("adjoint", "adjoint"), ("osem_4x8", "OSEM 4x8")):
@@ -185,9 +249,24 @@ def _print_table(r: dict) -> None:
         nrm = s.get(f"nrmse_{key.split('_')[0] if key != 'osem_4x8' else 'osem_image'}", math.nan)
         print(f"{label:10s}{ours:10.2f}{ref:16.2f}{ref / ours:10.1f}{nrm:10.4f}")
     print(f"(operator build {s['ours_build_s']:.2f} s, once per geometry and mu map)")
-    print(f"PET {p['problem']}: build {p['build_s']:.2f} s, forward {p['forward_s']:.3f} s, "
-          f"adjoint {p['adjoint_s']:.3f} s, OSEM 4x16 {p['osem_4x16_s']:.2f} s")
-    print(f"load average (1 min) {r['load_avg_1min_start']:.2f} -> {r['load_avg_1min_end']:.2f}")
+
+
+def _print_table(r: dict) -> None:
+    s, p = r.get("spect"), r["pet"]
+    if s is not None:
+        _print_spect(s)
+    print(f"PET {p['problem']}: build {p['build_s']:.2f} s, forward {p['forward_s']:.3f} s, adjoint {p['adjoint_s']:.3f} s")
+    print(f"{'PET, before/after in one run':34s}{'before s':>10s}{'after s':>10s}{'speed-up':>10s}")
+    for key, label in (
+        ("forward", "forward (5 mm PSF)"),
+        ("adjoint", "adjoint (5 mm PSF)"),
+        ("osem_4x16", "OSEM 4x16, 5 mm PSF (this suite)"),
+        ("task_osem_4x16", "OSEM 4x16, dataset-task config"),
+    ):
+        b, a = p[f"{key}_before_s"], p[f"{key}_s"]
+        print(f"{label:34s}{b:10.3f}{a:10.3f}{b / a:10.1f}")
+    print(f"dataset-task OSEM: max |after - before| = {p['task_osem_max_abs_difference']:.3g} (subnormals flushed)")
+    print(f"torch threads {r['threads']}, load average (1 min) {r['load_avg_1min_start']:.2f} -> {r['load_avg_1min_end']:.2f}")
 
 
 if __name__ == "__main__":

@@ -124,9 +124,7 @@ def _transpose_csr(m: torch.Tensor) -> torch.Tensor:
     return _csr(t.crow_indices(), t.col_indices(), t.values(), tuple(t.shape))
 
 
-def _bilinear(
-    fx: torch.Tensor, fy: torch.Tensor, nx: int, ny: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bilinear(fx: torch.Tensor, fy: torch.Tensor, nx: int, ny: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear weights of points at fractional indices (fx, fy) on an [nx, ny] grid.
 
     Returns (point index, voxel index x*ny+y, weight) for the in-grid neighbours with weight > 0,
@@ -188,11 +186,38 @@ def gaussian_filter_mm(
         return image
     kernels = [
         gaussian_1d(torch.tensor(f * FWHM_TO_SIGMA / s), truncated=4.0, approx="erf", normalize=True).to(image)
-        if f > 0 else torch.ones(1).to(image)
+        if f > 0
+        else torch.ones(1).to(image)
         for f, s in zip(fwhm, spacing_mm)
     ]
     x = image.reshape(-1, 1, *image.shape[-3:])
     return separable_filtering(x, kernels, mode=mode).reshape(image.shape)
+
+
+def _blur_shifted(image: torch.Tensor, fwhm_mm: float | Sequence[float], spacing_mm: Sequence[float]) -> torch.Tensor:
+    """:func:`gaussian_filter_mm` (zero padding, same kernels) of ``image [B, X, Y, Z]`` by shifted adds.
+
+    Equal to it within float rounding and its own adjoint; 5-10x faster on CPU than MONAI's
+    single-channel conv3d for the few-tap kernels of a scanner PSF (PET projector, issue 18).
+    """
+    from monai.networks.layers.convutils import gaussian_1d
+
+    fwhm = [float(fwhm_mm)] * 3 if np.isscalar(fwhm_mm) else [float(f) for f in fwhm_mm]  # type: ignore[arg-type]
+    out = image
+    for dim, (f, sp) in enumerate(zip(fwhm, spacing_mm), start=image.ndim - 3):
+        if f <= 0:
+            continue
+        k = gaussian_1d(torch.tensor(f * FWHM_TO_SIGMA / sp), truncated=4.0, approx="erf", normalize=True).tolist()
+        half, n = (len(k) - 1) // 2, out.shape[dim]
+        acc = out * k[half]
+        for j, w in enumerate(k):
+            d = j - half  # acc[i] += w * out[i + d]
+            if d == 0 or abs(d) >= n:
+                continue
+            lo, hi = max(0, -d), n - max(0, d)
+            acc.narrow(dim, lo, hi - lo).add_(out.narrow(dim, lo + d, hi - lo), alpha=w)
+        out = acc
+    return out
 
 
 # ------------------------------------------------------------------------------- physics pieces
@@ -295,9 +320,7 @@ def _gauss_kernels(var_px: np.ndarray, half: int) -> np.ndarray:
     return k / k.sum(-1, keepdims=True)
 
 
-def _psf_nodes(
-    var_mm2: np.ndarray, h: float, hz: float, half_u: int, half_z: int, tol: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _psf_nodes(var_mm2: np.ndarray, h: float, hz: float, half_u: int, half_z: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Depth grouping of a depth-dependent blur: node variances and interpolation weights.
 
     Each plane's kernel k(v) is replaced by (1 - t) k(v_a) + t k(v_b), t linear in variance (so the
@@ -455,9 +478,7 @@ class SPECTProjector(_LazyOperators):
             sig = psf.sigma_mm(uniq_r[:, None] - self._depth_mm[None, :])
             self._half_u = int(math.ceil(min_sigmas * sig.max() / h))
             self._half_z = int(math.ceil(min_sigmas * sig.max() / self.spacing_mm[2]))
-            self._node_var, self._weights = _psf_nodes(
-                sig**2, h, self.spacing_mm[2], self._half_u, self._half_z, psf_tolerance
-            )
+            self._node_var, self._weights = _psf_nodes(sig**2, h, self.spacing_mm[2], self._half_u, self._half_z, psf_tolerance)
         self._n_up = self.n_u + 2 * self._half_u
         self._cache_bytes = int(cache_mb * 2**20)
         self._ops: dict | None = None
@@ -482,7 +503,9 @@ class SPECTProjector(_LazyOperators):
         u_mm = (torch.arange(-ext, self.n_u + ext, device=device, dtype=torch.float64) - (self.n_u - 1) / 2) * h
         s_mm = torch.as_tensor(self._depth_mm, device=device, dtype=torch.float64)
         n_ext = u_mm.numel()
-        band = (torch.arange(n_ext, device=device) >= ext - half_u) & (torch.arange(n_ext, device=device) < ext + self.n_u + half_u)
+        band = (torch.arange(n_ext, device=device) >= ext - half_u) & (
+            torch.arange(n_ext, device=device) < ext + self.n_u + half_u
+        )
         mats, mats_t, colsum = [], [], []
         for theta in self.angles_deg:
             pt, col, w, cs = _line_samples(float(theta), s_mm, u_mm, X, Y, h)
@@ -712,7 +735,7 @@ class PETProjector(_LazyOperators):
         idx = _views_index(views, self.n_views)
         ops = self._get_ops(x.device, x.dtype)
         if self.psf_fwhm_mm is not None:
-            x = gaussian_filter_mm(x, self.psf_fwhm_mm, self.spacing_mm)
+            x = _blur_shifted(x, self.psf_fwhm_mm, self.spacing_mm)
         B, (X, Y, Z) = x.shape[0], self.shape
         A, _ = self._matrices(ops, idx)
         sino = (A @ x.permute(1, 2, 0, 3).reshape(X * Y, B * Z)).view(len(idx), self.n_bins, B, Z)
@@ -733,7 +756,7 @@ class PETProjector(_LazyOperators):
         _, AT = self._matrices(ops, idx)
         img = (AT @ y.reshape(len(idx) * self.n_bins, B * Z)).view(X, Y, B, Z).permute(2, 0, 1, 3)
         if self.psf_fwhm_mm is not None:
-            img = gaussian_filter_mm(img, self.psf_fwhm_mm, self.spacing_mm)
+            img = _blur_shifted(img, self.psf_fwhm_mm, self.spacing_mm)
         return img if batched else img[0]
 
     __call__ = forward

@@ -120,6 +120,10 @@ def osem(
             ratio = measured[..., views, :, :] / expected.clamp_min(tiny)
             ratio = torch.where(expected > 0, ratio, 0.0)
             f = torch.where(sens > 0, f * projector.adjoint(ratio, views) / sens.clamp_min(tiny), 0.0)
+            # Flush subnormal values (< tiny, e.g. 1e-45 outside the body after a few updates) to 0:
+            # a change below 1.2e-38 absolute, but subnormal operands make every later sparse product
+            # 10-20x slower on x86 CPUs (measured: PET subset forward 4 ms -> 67 ms).
+            f = torch.nn.functional.threshold_(f, tiny, 0.0)
         if callback is not None:
             callback(it + 1, f)
     if post_filter_fwhm_mm is not None:
