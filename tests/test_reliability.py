@@ -579,10 +579,10 @@ def test_4_training_killed_mid_epoch_resumes_with_the_same_epochs_and_lr_schedul
                "--dataset_dir", str(data), "--output_dir", str(out), "--n_subjects", "4", "--dataset_params", json.dumps(TINY),
                "--num_epochs", str(num_epochs), "--val_interval", "100", "--patch_size", "[32, 32, 16]",
                "--pixdim", "[10.0, 10.0, 10.0]", "--roi_size", "[48, 48, 24]", "--learning_rate", str(lr),
-               "--resume", str(resume).lower()]  # fmt: skip
+               "--train#dataloader#batch_size", "1", "--resume", str(resume).lower()]  # fmt: skip
         return subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
 
-    # 2 training subjects x 2 patches, batch 2: 2 iterations per epoch; killed after iteration 5, in epoch 3
+    # 2 training subjects, 1 volume (2 patches) per batch: 2 iterations per epoch; killed after iteration 5, in epoch 3
     killed = run(str(tmp_path / "kill.json"), resume=False)
     assert killed.returncode == -int(sig), killed.stderr[-3000:]
     left = sorted(p.name for p in (out / "checkpoints").iterdir())
@@ -590,7 +590,7 @@ def test_4_training_killed_mid_epoch_resumes_with_the_same_epochs_and_lr_schedul
     resumed = run(resume=True)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     final = torch.load(out / "checkpoints" / f"checkpoint_epoch={num_epochs}.pt", weights_only=True)
-    assert final["trainer"]["epoch"] == num_epochs and final["trainer"]["iteration"] == 2 * num_epochs
+    assert final["trainer"]["epoch_length"] == 2 and final["trainer"]["iteration"] == 2 * num_epochs  # ignite keeps no epoch
     assert final["lr_scheduler"]["last_epoch"] == num_epochs  # stepped once per epoch, never restarted
     lrs = [float(x) for x in __import__("re").findall(r"Current learning rate: ([0-9.e-]+)", resumed.stdout + resumed.stderr)]
     cosine = [lr * (1 + math.cos(math.pi * k / num_epochs)) / 2 for k in range(num_epochs + 1)]

@@ -102,8 +102,9 @@ def complete_views(
     mask = torch.zeros_like(interp)
     mask[::sparse_factor] = 1.0
     x = torch.stack([interp, mask]).permute(0, 2, 3, 1)[None].to(device)  # [1, 2, U, V, Nf]
-    out = network(x)[0, 0].permute(2, 0, 1).cpu()
-    return torch.clamp(out * scale, min=0.0)
+    out = torch.clamp(network(x)[0, 0].permute(2, 0, 1).cpu() * scale, min=0.0)
+    out[::sparse_factor] = sparse.to(out.dtype)  # the measured counts exactly, not (counts / scale) * scale
+    return out
 
 
 def _lesion_masks(labels: torch.Tensor, body: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
