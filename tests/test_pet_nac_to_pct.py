@@ -11,8 +11,8 @@ import math
 import os
 import shutil
 import subprocess
-import warnings
 import sys
+import warnings
 from pathlib import Path
 
 import nibabel as nib

@@ -42,7 +42,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -219,7 +218,10 @@ def make_bad_input(case: str, bundle: Path, folder: Path, pct_entry: dict, denoi
     if case == "2d":
         return {"input_image": str(write(good[:, :, 0]))}, [str(path), "must be one 3D volume, got a 2D image"]
     if case == "4d":
-        return {"input_image": str(write(np.stack([good] * 3, axis=-1)))}, [str(path), "must be one 3D volume, got a 4D (3 frames"]
+        return {"input_image": str(write(np.stack([good] * 3, axis=-1)))}, [
+            str(path),
+            "must be one 3D volume, got a 4D (3 frames",
+        ]
     if case == "truncated":
         return {"input_image": str(_truncate(write(good)))}, [str(path), "corrupt or truncated"]
     if case == "corrupt":
@@ -298,7 +300,13 @@ def test_1_paired_training_images_off_one_grid_are_refused_before_training(bundl
     data = tmp_path / "data"
     _, words = _paired_dataset(data, bundle, pct_entry, denoise_entry, case)
     out = tmp_path / "models"
-    overrides = {"pixdim": [10.0] * 3, "patch_size": [32, 32, 16], "num_epochs": 1, "dataset_dir": str(data), "output_dir": str(out)}
+    overrides = {
+        "pixdim": [10.0] * 3,
+        "patch_size": [32, 32, 16],
+        "num_epochs": 1,
+        "dataset_dir": str(data),
+        "output_dir": str(out),
+    }
     if bundle == DENOISE:
         overrides |= {"dose_reduction_factors": [20], "units": "SUV"}
     configs = bundle / "configs"
@@ -413,7 +421,9 @@ def test_3_every_image_saver_of_every_bundle_writes_through_a_temporary_name(bun
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
-def test_3_an_inference_killed_while_writing_leaves_the_old_output(bundle, pct_entry, denoise_entry, spect_weights, tmp_path, monkeypatch):
+def test_3_an_inference_killed_while_writing_leaves_the_old_output(
+    bundle, pct_entry, denoise_entry, spect_weights, tmp_path, monkeypatch
+):
     if bundle == SPECT:
         study = write_spect_study(tmp_path / "in" / "scan.nii.gz", spect_counts())
         overrides = {"input_image": str(study), "model_path": str(spect_weights)}
@@ -608,12 +618,20 @@ def test_5_every_torch_load_reads_weights_only():
     from monai.handlers import CheckpointLoader
 
     calls = []
-    for path in [*REPO.glob("common/**/*.py"), *REPO.glob("scripts/**/*.py"), *REPO.glob("bundles/*/*/**/*.py"), *REPO.glob("tests/*.py")]:
+    for path in [
+        *REPO.glob("common/**/*.py"),
+        *REPO.glob("scripts/**/*.py"),
+        *REPO.glob("bundles/*/*/**/*.py"),
+        *REPO.glob("tests/*.py"),
+    ]:
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load":
                 if isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
-                    ok = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in node.keywords)
+                    ok = any(
+                        k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                        for k in node.keywords
+                    )
                     calls.append((f"{path.relative_to(REPO)}:{node.lineno}", ok))
     assert calls and [c for c, ok in calls if not ok] == []
     assert "weights_only=True" in inspect.getsource(CheckpointLoader.__call__)  # what the configs' handlers use
@@ -630,7 +648,9 @@ spacings = st.tuples(*[st.floats(0.5, 12.0, allow_nan=False)] * 3)
 @FAST
 # >= 125 voxels: one negative voxel is then < 1% of the body (NEGATIVE_RULE counts a fraction, so on a 2x2x2
 # image one clipped voxel is already 12.5%); scale <= 1e3: a negative below -500 would meet HU_RULE (absolute)
-@given(shape=st.tuples(*[st.integers(5, 9)] * 3), seed=st.integers(0, 2**16), scale=st.floats(1e-3, 1e3), small=st.floats(0.0, 0.04))
+@given(
+    shape=st.tuples(*[st.integers(5, 9)] * 3), seed=st.integers(0, 2**16), scale=st.floats(1e-3, 1e3), small=st.floats(0.0, 0.04)
+)
 def test_6_emission_check_passes_positive_images_and_clips_small_negatives_only(shape, seed, scale, small):
     rng = np.random.default_rng(seed)
     arr = (rng.gamma(2.0, 1.0, size=(1, *shape)) * scale).astype(np.float32)

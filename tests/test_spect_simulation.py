@@ -16,6 +16,7 @@ from common.simulation.datasets import add_bundle_paths
 
 add_bundle_paths()
 from spect_projection_completion import dataset as T  # noqa: E402  (the task builder, with its bundle)
+
 from common.simulation.datasets import generate_dataset
 
 SPACING = (8.0, 8.0, 8.0)

@@ -42,7 +42,9 @@ def torchrun(*args: str, cwd: Path, timeout: float = TIMEOUT_S) -> subprocess.Co
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        pytest.fail(f"torchrun timed out after {timeout} s: {' '.join(cmd)}\n--- stdout ---\n{out[-4000:]}\n--- stderr ---\n{err[-6000:]}")
+        pytest.fail(
+            f"torchrun timed out after {timeout} s: {' '.join(cmd)}\n--- stdout ---\n{out[-4000:]}\n--- stderr ---\n{err[-6000:]}"
+        )
 
 
 def report(proc: subprocess.CompletedProcess) -> str:
@@ -95,4 +97,6 @@ def test_a_real_bundle_trains_under_torchrun_with_its_multi_gpu_override(tmp_pat
     ]  # fmt: skip
     proc = torchrun(*args, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, report(proc)
-    assert (tmp_path / "models" / "model.pt").is_file() and list((tmp_path / "models" / "runs").glob("events.out.tfevents.*")), report(proc)
+    assert (tmp_path / "models" / "model.pt").is_file() and list((tmp_path / "models" / "runs").glob("events.out.tfevents.*")), (
+        report(proc)
+    )

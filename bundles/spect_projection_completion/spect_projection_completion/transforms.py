@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from common.data import atomic_write_bytes, read_json, read_nifti, read_npz, write_nifti
-from common.errors import InputError, MissingFileError
-from common.simulation.spect import interpolate_views
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
+
+from common.data import atomic_write_bytes, read_json, read_nifti, read_npz, write_nifti
+from common.errors import InputError, MissingFileError
+from common.simulation.spect import interpolate_views
 
 __all__ = [
     "FromScaled",
