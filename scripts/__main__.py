@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 
 import fire
@@ -43,7 +44,15 @@ def cli(argv: list[str] | None = None) -> None:
         # flag must not start a long job with its default in place of what was asked
         known = ", ".join(f"--{p}" for p in inspect.signature(fn).parameters)
         sys.exit(f"python -m scripts {name}: unknown flag(s) {', '.join(unknown)}; known: {known}")
-    fire.Fire(fn, command=argv[1:], name=f"python -m scripts {name}")
+    try:
+        fire.Fire(fn, command=argv[1:], name=f"python -m scripts {name}")
+    except Exception as exc:  # a user's mistake reads as one line, as in the bundles (common.errors)
+        from common.errors import DEBUG_ENV, user_error
+
+        found = user_error(exc)
+        if found is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        sys.exit(f"error: {' '.join(str(found).split())}")
 
 
 def unknown_flags(fn, args: list[str]) -> list[str]:

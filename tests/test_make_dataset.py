@@ -79,7 +79,7 @@ def test_command_line_reports_an_unknown_task_with_the_known_ones(tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode != 0 and "unknown task 'nope'; known tasks:" in proc.stderr
+    assert proc.returncode != 0 and proc.stderr.startswith("error: unknown task 'nope'; known tasks:"), proc.stderr
 
 
 def test_a_misspelt_flag_stops_the_command_before_it_writes_anything(tmp_path):
@@ -90,6 +90,20 @@ def test_a_misspelt_flag_stops_the_command_before_it_writes_anything(tmp_path):
     )
     assert proc.returncode != 0 and "unknown flag(s) --out_dir" in proc.stderr and "--out," in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_empty_output_folder_is_refused_in_one_line_and_left_as_it_was(tmp_path):
+    (tmp_path / "mine").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts", "make_dataset", "--task", "pet_nac_to_pct", "--n", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path} is not empty and has no dataset.json (holds mine); refusing to write a dataset into it: "
+        "choose an empty or new folder"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
 
 
 def test_preview_writes_a_png_with_one_row_per_image_and_array(tmp_path):

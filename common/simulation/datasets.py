@@ -224,7 +224,7 @@ def import_bundle_tasks(root: PathLike | None = None) -> list[str]:
 def get_task(task: str | TaskSpec) -> TaskSpec:
     """The registered task ``task`` (a :class:`TaskSpec` is returned as it is); when the name is
     not registered yet, the modules of :data:`TASK_MODULES` and of the bundles
-    (:func:`import_bundle_tasks`) are imported first. ValueError listing the known tasks otherwise."""
+    (:func:`import_bundle_tasks`) are imported first. InputError (a ValueError) listing the known tasks otherwise."""
     if isinstance(task, TaskSpec):
         return task
     notes = []
@@ -234,7 +234,7 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
             notes += import_bundle_tasks()
     if task not in TASKS:
         note = f" ({'; '.join(notes)})" if notes else ""
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS)) or '(none)'}{note}")
+        raise InputError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS)) or '(none)'}{note}")
     return TASKS[task]
 
 
