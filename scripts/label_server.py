@@ -18,7 +18,9 @@ which fixes two imports first: ``scripts/label_app/lib/compat.py``) until Ctrl-C
 A study is what the bundle's own ``--input_image`` takes. For most bundles that is the NIfTI its
 test items name, copied as it is; ``spect_projection_completion`` takes a sparse-view acquisition,
 so its study is made from the subject's ``raw.npz`` (all views): every ``sparse_factor``-th view as
-NIfTI ``(u, v, views)`` with its JSON sidecar beside it (:data:`STUDY_MAKERS`).
+NIfTI ``(u, v, views)`` with its JSON sidecar beside it (:data:`STUDY_MAKERS`). A bundle that
+takes a second image (``dose_rate_prediction``: ``--input_ct``) gets it as a study of its own,
+``<study>_<key>.nii.gz`` (``..._ct``), named in the study's request parameter ``input_<key>``.
 
 A bundle is served when it is image in, image out as NIfTI (``scripts/label_app/lib/bundles.py``);
 the others are listed with their reason and skipped.
@@ -36,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from scripts.label_app.lib.bundles import find_bundles, study_facts
+from scripts.label_app.lib.bundles import NIFTI_EXTS, extra_images, find_bundles, study_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = ROOT / "bundles"
@@ -128,6 +130,11 @@ def sparse_view_study(bundle: Path, item: Mapping[str, Any], dst: Path) -> Path:
     return transforms.write_projections(dst, counts[..., ::f], header)
 
 
+def _ext(path: Path) -> str:
+    """``.nii.gz`` or ``.nii``, else all of the name's suffixes."""
+    return next((e for e in NIFTI_EXTS if path.name.endswith(e)), "".join(path.suffixes))
+
+
 #: bundles whose study is not a copy of their test item's NIfTI: ``(bundle, item, dst .nii.gz) -> path``
 STUDY_MAKERS = {"spect_projection_completion": sparse_view_study}
 
@@ -145,8 +152,10 @@ def make_studies(
     flat in ``studies`` as ``<name>_<subject>.nii.gz`` (a copy of the test item, or made by the
     bundle's :data:`STUDY_MAKERS` entry, e.g. a sparse-view acquisition with its ``.json``
     sidecar); ``params`` holds its per-study facts under the request parameter names (e.g.
-    ``dose_reduction_factor``, ``units``). ``dataset_params``: overrides of a bundle's dataset-task
-    params, ``{name: {"shape": [...], ...}}`` (small studies for tests)."""
+    ``dose_reduction_factor``, ``units``) and the ids of its further images (``input_ct``: the
+    subject's CT, copied beside it as ``<image id>_ct``). ``dataset_params``: overrides of a
+    bundle's dataset-task params, ``{name: {"shape": [...], ...}}`` (small or fast studies for
+    tests)."""
     from common.simulation.datasets import generate_dataset
     from scripts.main import _data_seed
 
@@ -166,8 +175,8 @@ def make_studies(
         maker = STUDY_MAKERS.get(name)
         for i, item in enumerate(inference_items(bundle, source)):
             src = Path(item["image"])
-            ext = next((e for e in (".nii.gz", ".nii") if src.name.endswith(e)), "".join(src.suffixes))
-            if maker is None and ext not in (".nii.gz", ".nii"):
+            ext = _ext(src)
+            if maker is None and ext not in NIFTI_EXTS:
                 raise ValueError(f"{name}: its test items are {ext} files, not NIfTI; add a study maker to STUDY_MAKERS")
             image_id = f"{name}_{item.get('id', i)}"
             while image_id in manifest and manifest[image_id]["source"] != str(src):
@@ -177,6 +186,9 @@ def make_studies(
             else:
                 maker(bundle, item, studies / f"{image_id}.nii.gz")
             params = {p: _json_value(item[k]) for p, k in facts.items() if item.get(k) is not None}
+            for param, key in extra_images(config).items():  # e.g. the CT of a dose-rate study
+                shutil.copyfile(item[key], studies / f"{image_id}_{key}{_ext(Path(item[key]))}")
+                params[param] = f"{image_id}_{key}"
             manifest[image_id] = {"model": name, "params": params, "source": str(src), "seed": seed}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

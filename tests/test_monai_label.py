@@ -10,12 +10,14 @@ the bundle's output units, equal to what the bundle's own ``python -m monai.bund
 writes for the same study: on the input's grid and affine for the ``SaveImaged`` bundles; for
 ``spect_projection_completion`` (a sparse-view acquisition with its JSON sidecar in, written by
 the bundle's own saver) all views, the acquired ones unchanged, with the completed sidecar in the
-response's params. Client mistakes get 4xx and leave the server running. Request times (first and
-second request per bundle) are printed.
+response's params; for ``dose_rate_prediction`` (activity as the study, its CT named in the request
+parameter ``input_ct``) the dose rate in Gy/s. Client mistakes get 4xx and leave the server running.
+Request times (first and second request per bundle) are printed.
 
 The served bundles are the repository's bundle folders with their weights copied (a training run
 may rewrite ``models/model.pt`` while this runs; the server and the reference run must load the
-same weights) and without their ``data/`` folders (a request must not need one).
+same weights; other files of ``models/``, e.g. the dose bundle's VSV kernel, are linked) and
+without their ``data/`` folders (a request must not need one).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 import pytest
 import requests
 
-from scripts.label_app.lib.bundles import WEIGHTS, own_saver
+from scripts.label_app.lib.bundles import WEIGHTS, extra_images, own_saver
 from scripts.label_server import BUNDLES_DIR, choose_bundles, link_bundles, make_studies, server_command
 
 pytestmark = pytest.mark.slow
@@ -54,6 +56,8 @@ STUDY_PARAMS = {
         "n_iters": 2,
         "n_subsets": 4,
     },
+    # the study is the activity and the CT; the subject's Monte Carlo dose (25 s at the defaults) is not used
+    "dose_rate_prediction": {"n_photons": 20_000, "n_electrons": 200_000, "n_batches": 2},
 }
 NOT_SERVED = {"models", "data", "eval", "runs", "__pycache__", ".ruff_cache"}  # of a bundle folder
 
@@ -72,6 +76,9 @@ def _snapshot_bundle(bundle: Path, dst: Path, tries: int = 5) -> Path:
         if entry.name not in NOT_SERVED:
             (dst / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     (dst / "models").mkdir()
+    for entry in (bundle / "models").iterdir():  # e.g. a precomputed kernel the inference reads
+        if entry.is_file() and entry.name not in WEIGHTS:
+            (dst / "models" / entry.name).symlink_to(entry.resolve())
     for weights in WEIGHTS:
         src = bundle / "models" / weights
         if not src.is_file():
@@ -168,7 +175,8 @@ def test_info_lists_the_servable_bundles_as_image_models(server):
     for name, model in info["models"].items():
         assert model["type"] == "others" and model["labels"] == {}, name
     assert info["skipped"] == {}  # every bundle linked into the app is served; those left out never reached it
-    assert info["datastore"]["total"] == len(server.manifest)
+    # each study, and the further images (a dose-rate study's CT) as studies of their own
+    assert info["datastore"]["total"] == sum(1 + len(extra_images(_config(m["model"]))) for m in server.manifest.values())
 
 
 def _reference(server: Server, tmp_path: Path, name: str, image_id: str, params: dict) -> tuple[nib.Nifti1Image, dict | None]:
@@ -181,6 +189,8 @@ def _reference(server: Server, tmp_path: Path, name: str, image_id: str, params:
            "--config_file", str(bundle / "configs" / "inference.json"), "--meta_file", str(bundle / "configs" / "metadata.json"),
            "--input_image", str(study), "--output_dir", str(out)]  # fmt: skip
     for key, value in params.items():
+        if key in extra_images(_config(name)):  # a study id: the file, as --input_ct takes it
+            value = next(server.studies.glob(f"{value}.nii*"))
         cmd += [f"--{key}", str(value)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -213,7 +223,9 @@ def test_infer_returns_the_bundle_output_as_float32_nifti(server, tmp_path, name
     output = json.loads((SERVED[name] / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]
     if output["format"] == "hounsfield":
         assert -1100 <= x.min() and x.max() <= 4000, (x.min(), x.max())
-    scale = max(1.0, float(np.abs(y).max()))
+    if name == "dose_rate_prediction":  # Gy/s (~1e-4 in a Lu-177 hot spot), not the network's scaled units (~1-100)
+        assert 0 <= x.min() and 0 < x.max() < 1e-2, (x.min(), x.max())
+    scale = float(np.abs(y).max()) or 1.0  # relative to the output's range (Gy/s values are ~1e-4)
     np.testing.assert_allclose([x.min(), x.max()], [y.min(), y.max()], atol=1e-4 * scale)
     np.testing.assert_allclose(x, y, atol=1e-4 * scale)
 
@@ -247,7 +259,8 @@ def test_infer_returns_the_bundle_output_as_float32_nifti(server, tmp_path, name
 def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, tmp_path):
     name = min(SERVED)
     image_id, study = server.study(name)
-    with_facts = next(((n, server.study(n)) for n in sorted(SERVED) if server.study(n)[1]["params"]), None)
+    numeric = [n for n in sorted(SERVED) if any(isinstance(v, (int, float)) for v in server.study(n)[1]["params"].values())]
+    with_facts = (numeric[0], server.study(numeric[0])) if numeric else None
 
     cases = [
         ("unknown model", "no_such_model", image_id, study["params"], 404),
@@ -269,11 +282,24 @@ def test_client_mistakes_get_4xx_and_the_server_keeps_serving(server, tmp_path):
         cases.append(("a CT sent as NAC PET", "pet_nac_to_pct", str(Path(nac["source"]).with_name("ct.nii.gz")), {}, 422))
     if "spect_projection_completion" in SERVED:  # bad sparse-view acquisitions (server-side paths)
         cases += _bad_projection_studies(server, tmp_path)
+    if "dose_rate_prediction" in SERVED:  # the CT: not given, unknown, the activity sent as CT
+        did, dstudy = server.study("dose_rate_prediction")
+        no_ct = {k: v for k, v in dstudy["params"].items() if k != "input_ct"}
+        cases += [
+            ("dose rate without its CT", "dose_rate_prediction", did, no_ct, 422),
+            ("dose rate with an unknown CT", "dose_rate_prediction", did, {**no_ct, "input_ct": "no_such_ct"}, 404),
+            ("dose rate with the activity as CT", "dose_rate_prediction", did, {**no_ct, "input_ct": did}, 422),
+        ]
+    details = {}
     for what, model, image, params, status in cases:
         r = server.infer(model, image, params, output="json")
         assert r.status_code == status, f"{what}: HTTP {r.status_code} {r.text[:500]}"
-        assert r.json().get("detail"), what
+        details[what] = r.json().get("detail")
+        assert details[what], what
         assert server.alive(), f"server died after {what}:\n{_tail(server.log)}"
+    if "dose_rate_prediction" in SERVED:  # the answer names the parameter or the CT it could not find
+        assert "input_ct" in details["dose rate without its CT"]
+        assert "no_such_ct" in details["dose rate with an unknown CT"]
 
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
     for model in sorted(SERVED):

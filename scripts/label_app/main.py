@@ -17,6 +17,8 @@ import fixes this environment needs, ``lib/compat.py``)::
   in the bundle's output units (HU, SUV, Bq/mL, Gy/s) (``lib/infer.py``); a bundle with a saver of
   its own (``spect_projection_completion``: a sparse-view NIfTI plus its JSON sidecar in, all views
   out) answers with the file that saver writes and its sidecar in the params (``sidecar``).
+- A bundle that takes a second image (``dose_rate_prediction``: activity as ``image``, the CT in
+  HU as ``{"input_ct": "<study id or server-side path>"}``) gets it from that parameter.
 - Client mistakes get 4xx with a reason (``lib/errors.py``).
 """
 
@@ -84,10 +86,24 @@ class NMImageGenerationApp(MONAILabelApp):
         model = request.get("model")
         if model not in self._infers:
             raise client_error(404, f"unknown model {model!r}; this server has {sorted(self._infers)}")
-        image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image) and not (datastore or self.datastore()).get_image_uri(image):
-            raise client_error(404, f"unknown image {image!r}: no such study in {self.studies}")
+        self._image_file(request.get("image"), "image", datastore)
+        images = {}
+        for param, key in self._infers[model].extra_images.items():
+            if not isinstance(request.get(param), str) or not request[param]:
+                message = f"{model} takes a second image, {key}: give its study id or server-side path as params {param!r}"
+                raise client_error(422, message)
+            images[param] = self._image_file(request[param], param, datastore)
         try:
-            return super().infer(request, datastore)
+            return super().infer({**request, **images}, datastore)
         except CLIENT_ERRORS as e:
             raise client_error(422, f"{model}: {str(e).strip()}") from e
+
+    def _image_file(self, image: Any, what: str, datastore=None) -> Any:
+        """The file of a request's image named by study id or server-side path (404 when neither);
+        anything else (an uploaded image) as it is."""
+        if not isinstance(image, str) or os.path.exists(image):
+            return image
+        path = (datastore or self.datastore()).get_image_uri(image)
+        if not path:
+            raise client_error(404, f"unknown {what} {image!r}: no such study in {self.studies}")
+        return path

@@ -5,9 +5,12 @@ without importing MONAI Label. A bundle is served when it is image in, image out
 
 - ``configs/inference.json``, ``configs/metadata.json`` and ``models/model.pt`` (or ``model.ts``);
 - ``network_data_format`` has the input ``image`` and the output ``pred``, both of type ``image``;
-- its ``preprocessing`` loads one image, ``image``, with ``LoadImaged`` or with the bundle's own
-  dictionary loader (a ``Load...d`` transform, e.g. ``LoadProjectionsd``, which reads a NIfTI plus
-  its JSON sidecar); a second input (e.g. ``--input_ct``) cannot come through one request;
+- its ``preprocessing`` loads ``image`` with ``LoadImaged`` or with the bundle's own dictionary
+  loader (a ``Load...d`` transform, e.g. ``LoadProjectionsd``, which reads a NIfTI plus its JSON
+  sidecar); one loader, ``image`` its first key. Each further key it loads (``ct`` of
+  ``dose_rate_prediction``) needs the config id ``input_<key>`` (the one-study command line's
+  ``--input_ct``): the request names that image in the parameter ``input_<key>``
+  (:func:`extra_images`);
 - its ``postprocessing`` writes ``pred`` as NIfTI: with ``SaveImaged``, or with the bundle's own
   saver (a ``Save...d`` transform, e.g. ``SaveProjectionsd``) whose ``output_dir`` is the config's
   ``@output_dir``: the app points that id at a folder of its own and answers with the NIfTI (and
@@ -49,6 +52,11 @@ def _transforms(section: Any) -> list[Any]:
     return list(section) if isinstance(section, list) else []
 
 
+def _loaders(inference_config: dict) -> list[dict]:
+    """The preprocessing transforms that load images: ``LoadImaged`` or a bundle's own ``Load...d``."""
+    return [t for t in _transforms(inference_config.get("preprocessing")) if _LOADER.fullmatch(_target(t))]
+
+
 def unservable_reason(bundle: str | Path) -> str | None:
     """Why the app cannot serve ``bundle`` (one line), or None when it can."""
     bundle = Path(bundle)
@@ -69,10 +77,13 @@ def unservable_reason(bundle: str | Path) -> str | None:
         return f"network_data_format has no input {INPUT_KEY!r} or no output {OUTPUT_KEY!r}"
     if inp.get("type") != "image" or out.get("type") != "image":
         return f"not image in, image out (input type {inp.get('type')!r}, output type {out.get('type')!r})"
-    loads = [t for t in _transforms(infer.get("preprocessing")) if _LOADER.fullmatch(_target(t))]
-    if len(loads) != 1 or _keys(loads[0]) != [INPUT_KEY]:
+    loads = _loaders(infer)
+    if len(loads) != 1 or _keys(loads[0])[:1] != [INPUT_KEY]:
         found = {_target(t): _keys(t) for t in loads}
-        return f"preprocessing does not load exactly one image {INPUT_KEY!r} (loaders and their keys: {found})"
+        return f"preprocessing does not load {INPUT_KEY!r} first with exactly one loader (loaders and their keys: {found})"
+    unnamed = [k for k in _keys(loads[0])[1:] if f"input_{k}" not in infer]
+    if unnamed:
+        return f"preprocessing loads {unnamed} but the config has no {['input_' + k for k in unnamed]} to name them"
     saves = _savers(infer)
     if not saves:
         return f"postprocessing does not write {OUTPUT_KEY!r} with SaveImaged or a Save...d transform of its own"
@@ -100,6 +111,12 @@ def own_saver(inference_config: dict) -> str | None:
     when ``SaveImaged`` writes it (MONAI Label then drops it and the app writes the answer)."""
     saves = _savers(inference_config)
     return _target(saves[0]) if saves and _target(saves[0]) != "SaveImaged" else None
+
+
+def extra_images(inference_config: dict) -> dict[str, str]:
+    """``{request parameter: item key}`` of the images a bundle loads besides ``image``: its loader's
+    ``"keys": ["image", "ct"]`` gives ``{"input_ct": "ct"}`` (the config id of ``--input_ct``)."""
+    return {f"input_{k}": k for t in _loaders(inference_config) for k in _keys(t) if k != INPUT_KEY}
 
 
 def find_bundles(root: str | Path) -> tuple[dict[str, Path], dict[str, str]]:

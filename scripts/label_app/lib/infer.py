@@ -15,7 +15,11 @@ bundle's ``network_def``, ``preprocessing``, ``inferer`` and ``postprocessing``,
   the preprocessing runs: MONAI 1.6's ``Spacingd`` calls ``.update()`` on every ``image_*`` key;
 - a request runs the bundle as its command line runs one study: the config's ``input_image`` is the
   study's file (so ids that depend on it, e.g. ``datalist`` and ``input_root``, need no dataset
-  folder, and a bundle that reads a sparse acquisition from ``--input_image`` reads it so here too).
+  folder, and a bundle that reads a sparse acquisition from ``--input_image`` reads it so here too);
+- a bundle that loads a second image (``ct`` of ``dose_rate_prediction``,
+  :func:`lib.bundles.extra_images`) gets it from the request parameter ``input_<key>``, a file the
+  app has already found (``main.py``): it fills the item's ``<key>`` and the config's ``input_<key>``,
+  as ``--input_ct`` does on the command line.
 
 A bundle whose ``pred`` is written by a saver of its own (``SaveProjectionsd`` of
 ``spect_projection_completion``: NIfTI plus a JSON sidecar; :func:`lib.bundles.own_saver`) keeps
@@ -38,7 +42,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lib.bundles import NIFTI_EXTS, own_saver, study_facts
+from lib.bundles import NIFTI_EXTS, WEIGHTS, extra_images, own_saver, study_facts
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.transform.writer import Writer
@@ -59,6 +63,7 @@ class ImageBundleInferTask(BundleInferTask):
 
     def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
         self.facts: dict[str, str] = {}
+        self.extra_images: dict[str, str] = {}
         self.saver: str | None = None
         self.output_dir: Path | None = None
         self._lock = threading.Lock()
@@ -66,9 +71,14 @@ class ImageBundleInferTask(BundleInferTask):
         self.labels = {}
         if not self.valid:
             return
+        # MONAI Label offers every models/*.pt as a network; the dose bundle's VSV kernel is not one
+        self._config["model_filename"] = [f for f in self._config.get("model_filename", []) if f in WEIGHTS]
         self.facts = study_facts(self.bundle_config.config)
         for param in self.facts:
             self._config[param] = self._default(param)
+        self.extra_images = extra_images(self.bundle_config.config)
+        for param in self.extra_images:
+            self._config[param] = None  # listed in /info/; each request names its image
         self.saver = own_saver(self.bundle_config.config)
         if self.saver is not None:
             self.add_post_restore = False  # the answer is the saver's file, not pred
@@ -91,9 +101,11 @@ class ImageBundleInferTask(BundleInferTask):
             return super().__call__(request, callbacks)
 
     def pre_transforms(self, data=None):
-        image = (data or {}).get(self.key_image)
-        if isinstance(image, str) and "input_image" in self.bundle_config and self.bundle_config["input_image"] != image:
-            self.bundle_config["input_image"] = image  # re-parses the config on its next use
+        d = data or {}
+        inputs = {"input_image": d.get(self.key_image), **{p: d.get(p) for p in self.extra_images}}
+        for config_id, path in inputs.items():
+            if isinstance(path, str) and config_id in self.bundle_config and self.bundle_config[config_id] != path:
+                self.bundle_config[config_id] = path  # re-parses the config on its next use
         try:
             return super().pre_transforms(data)
         finally:
@@ -106,7 +118,7 @@ class ImageBundleInferTask(BundleInferTask):
             _drop_repeats()
 
     def run_pre_transforms(self, data: dict[str, Any], transforms):
-        for param, key in self.facts.items():
+        for param, key in {**self.facts, **self.extra_images}.items():
             if param != key and data.get(param) is not None:
                 data[key] = data[param]
         hidden = {k: data.pop(k) for k in list(data) if k.startswith(f"{self.key_image}_") and isinstance(data[k], str)}
