@@ -22,6 +22,7 @@ from dose_rate_prediction.transforms import (
     CheckSameGridd,
     DoseInputsd,
     FromScaled,
+    inference_items,
     save_kernel,
 )
 from monai.data import MetaTensor
@@ -103,6 +104,15 @@ def test_outside_the_body_the_network_passes_the_vsv_through():
     x = torch.rand(1, 3, 8, 8, 8)
     x[:, 1] = 0.001  # air
     assert torch.equal(net(x), x[:, 2:3])
+
+
+def test_a_missing_activity_image_is_named_before_the_ct(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"act.nii.gz: input image not found"):
+        inference_items(str(tmp_path / "act.nii.gz"), "", "")
+    activity = tmp_path / "act.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), activity)
+    with pytest.raises(FileNotFoundError, match=r"^\(none given\): CT not found \(--input_ct\)"):
+        inference_items(str(activity), "", "")
 
 
 def test_activity_and_ct_of_different_grids_are_refused_naming_both_files():

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 from monai.bundle import ConfigParser
 from pet_lowdose_denoising.baseline import gaussian_filter_fwhm, tune_gaussian_fwhm
 from pet_lowdose_denoising.evaluation import check_targets, evaluate_case, summarize
@@ -106,6 +107,9 @@ def test_suv_conversion_round_trips_and_needs_weight_and_activity():
     assert torch.allclose(back["image"], item["image"])
     with pytest.raises(ValueError, match="weight_kg"):
         ToSUVd("image", units="Bq/mL")({"image": torch.ones(1, 2, 2, 2)})
+    study = MetaTensor(torch.ones(1, 2, 2, 2), meta={"filename_or_obj": "/x/pet.nii.gz"})
+    with pytest.raises(ValueError, match=r"^/x/pet.nii.gz: an image in Bq/mL needs the patient's weight"):
+        ToSUVd("image", units="Bq/mL")({"image": study})  # the message names the image
     # an item that states its units wins over the default (synthetic data are stored in SUV)
     assert ToSUVd("image", units="Bq/mL")({"image": torch.ones(1), "units": "SUV"})["suv_factor"] == 1.0
 

@@ -19,7 +19,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from spect_projection_completion.networks import ViewCompletionNet
-from spect_projection_completion.transforms import LoadProjectionsd, SparseViewsd, read_projections, write_projections
+from spect_projection_completion.transforms import (
+    LoadProjectionsd,
+    SaveProjectionsd,
+    SparseViewsd,
+    read_projections,
+    write_projections,
+)
 
 from common.data import load_datalist, read_json, read_nifti, read_npz
 from common.learning.networks import CircularPadNet
@@ -160,6 +166,17 @@ def test_a_view_count_that_the_factor_does_not_divide_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------- workflows
+def test_batch_outputs_keep_each_subject_folder_even_when_it_is_a_symbolic_link(tmp_path):
+    # subjects' files share a name (raw.npz); a linked subject folder must not fall back to one output name
+    (tmp_path / "store" / "a").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a").symlink_to(tmp_path / "store" / "a", target_is_directory=True)
+    (tmp_path / "data" / "b").mkdir()
+    saver = SaveProjectionsd("pred", output_dir=tmp_path / "out", data_root_dir=tmp_path / "data")
+    outs = {saver.output_path(tmp_path / "data" / s / "raw.npz") for s in ("a", "b")}
+    assert outs == {tmp_path / "out" / s / "raw_completed.nii.gz" for s in ("a", "b")}
+
+
 def test_inference_of_one_study_writes_all_views_with_the_acquired_ones_unchanged(tiny_data, random_weights, tmp_path):
     entry = load_datalist(tiny_data, "test")[0]
     counts = np.transpose(read_npz(entry["raw"])["projections"], (1, 2, 0)).astype(np.float32)  # [U, V, N]

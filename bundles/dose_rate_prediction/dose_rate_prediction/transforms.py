@@ -226,6 +226,7 @@ def inference_items(input_image: str, input_ct: str, dataset_dir: str) -> list[d
 
     if not input_image:
         return datalist_pairs(dataset_dir, "test", "activity")
+    study_items(input_image)  # a missing activity image is named first
     ct = Path(str(input_ct)).expanduser() if input_ct else None
     if ct is None or not ct.is_file():
         raise MissingFileError(f"{ct or '(none given)'}: CT not found (--input_ct); give the CT in HU on the activity's grid")

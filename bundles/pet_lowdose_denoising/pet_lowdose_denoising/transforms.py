@@ -28,6 +28,7 @@ from monai.transforms import MapTransform
 
 from common.data import load_datalist
 from common.errors import InputError
+from common.learning.transforms import source_name
 from common.learning.workflow import check_items, no_entries, study_items
 from common.physics import suv
 from common.simulation.pet import drf_name
@@ -120,7 +121,11 @@ class ToSUVd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         units = d.get(self.units_key) or self.units
-        factor = suv_factor(str(units), d.get(self.weight_key), d.get(self.injected_key))
+        try:
+            factor = suv_factor(str(units), d.get(self.weight_key), d.get(self.injected_key))
+        except InputError as exc:  # name the image, as every other check does
+            key = next(iter(self.key_iterator(d)), None)
+            raise InputError(f"{source_name(d[key]) if key is not None else 'input'}: {exc}") from None
         for key in self.key_iterator(d):
             d[key] = d[key] * factor
         d[self.factor_key] = factor

@@ -347,10 +347,12 @@ class SaveProjectionsd(MapTransform):
             source_key,
             postfix,
         )
-        self.data_root_dir = Path(data_root_dir).resolve() if data_root_dir else None
+        # absolute but not resolved, as common.learning.workflow.common_folder: a subject folder that is
+        # a symbolic link must stay below the common folder, or every subject lands on one name
+        self.data_root_dir = Path(os.path.abspath(data_root_dir)) if data_root_dir else None
 
     def output_path(self, source: str | os.PathLike) -> Path:
-        source = Path(source).resolve()
+        source = Path(os.path.abspath(source))
         stem = sidecar_path(source).stem
         folder = Path()
         if self.data_root_dir is not None and self.data_root_dir in source.parents:
