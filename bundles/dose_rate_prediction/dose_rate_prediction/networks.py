@@ -42,6 +42,9 @@ class DoseRateNet(torch.nn.Module):
     ):
         super().__init__()
         self.unet = UNet(3, 3, 2, channels=tuple(channels), strides=tuple(strides), num_res_units=num_res_units, norm=norm)
+        # zero-initialised gains (as ReZero): an untrained network returns the density-scaled VSV
+        # exactly, so training starts from the best baseline and moves away only where that helps
+        self.gain = torch.nn.Parameter(torch.zeros(2))
         self.body_min_density = float(body_min_density)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +52,7 @@ class DoseRateNet(torch.nn.Module):
         body = (x[:, 1:2] >= self.body_min_density).to(x.dtype)
         # log-compressed activity and VSV: the U-Net sees structure over four decades of uptake
         features = torch.cat([torch.log1p(x[:, 0:1].clamp_min(0)), x[:, 1:2], torch.log1p(vsv.clamp_min(0))], dim=1)
-        r = self.unet(features)
+        r = self.unet(features) * self.gain.view(1, 2, 1, 1, 1)
         return vsv + body * (vsv * r[:, 0:1] + r[:, 1:2])
 
 
