@@ -72,7 +72,9 @@ from common.simulation.datasets import generate_dataset
 REPO = Path(__file__).resolve().parents[1]
 PCT, DENOISE = REPO / "bundles" / "pet_nac_to_pct", REPO / "bundles" / "pet_lowdose_denoising"
 SPECT = REPO / "bundles" / "spect_projection_completion"
-BUNDLES = [PCT, DENOISE, SPECT]
+DOSE = REPO / "bundles" / "dose_rate_prediction"
+BUNDLES = [PCT, DENOISE, SPECT]  # the sweeps that build bad studies per bundle
+ALL_BUNDLES = [*BUNDLES, DOSE]  # the checks of configs and weights
 TINY = {"shape": [48, 48, 24], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48}
 PET_OVERRIDES = {
     PCT: {"pixdim": [10.0] * 3, "roi_size": [48, 48, 24]},
@@ -402,7 +404,7 @@ def _targets(obj):
             yield from _targets(v)
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda p: p.name)
 def test_3_every_image_saver_of_every_bundle_writes_through_a_temporary_name(bundle):
     savers = []
     for config in sorted((bundle / "configs").glob("*.json")):
@@ -507,7 +509,7 @@ def test_3_writers_killed_mid_write_leave_the_old_file_or_the_new_one(kind, tmp_
 # ------------------------------------------------------------------------------------------------
 # 4. resume
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda p: p.name)
 def test_4_every_training_config_checkpoints_what_resume_needs(bundle):
     config = json.loads((bundle / "configs" / "train.json").read_text())
     assert set(config["checkpoint_dict"]) == {"model", "optimizer", "lr_scheduler", "trainer"}
@@ -524,11 +526,11 @@ def _network(bundle: Path) -> torch.nn.Module:
     return parser.get_parsed_content("network_def")
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda p: p.name)
 def test_4_a_checkpoint_of_another_network_is_refused_in_one_line(bundle, pct_entry, denoise_entry, tmp_path):
     from ignite.engine import Engine
 
-    other = BUNDLES[(BUNDLES.index(bundle) + 1) % len(BUNDLES)]
+    other = ALL_BUNDLES[(ALL_BUNDLES.index(bundle) + 1) % len(ALL_BUNDLES)]
     net, foreign = _network(bundle), _network(other)
     optimizer = torch.optim.Adam(net.parameters())
     # a checkpoint of another bundle's training in the checkpoint folder: --resume true
@@ -553,6 +555,8 @@ def test_4_a_checkpoint_of_another_network_is_refused_in_one_line(bundle, pct_en
     if bundle == SPECT:
         study = write_spect_study(tmp_path / "in" / "scan.nii.gz", spect_counts())
         overrides = {"input_image": str(study)}
+    elif bundle == DOSE:  # an activity and a CT on one grid
+        overrides = {"input_image": pct_entry["nac"], "input_ct": pct_entry["ct"]}
     else:
         overrides = {"input_image": pct_entry["nac"] if bundle == PCT else denoise_entry["drf20"], **PET_OVERRIDES[bundle]}
     with pytest.raises(Exception) as info:

@@ -222,7 +222,7 @@ def inference_items(input_image: str, input_ct: str, dataset_dir: str) -> list[d
     """Items of the inference run: the one study of ``--input_image`` (activity, Bq/mL) and
     ``--input_ct`` (CT in HU on the same grid), or every test subject of ``dataset_dir``."""
     from common.errors import MissingFileError
-    from common.learning.workflow import datalist_pairs, study_items
+    from common.learning.workflow import check_items, datalist_pairs, study_items
 
     if not input_image:
         return datalist_pairs(dataset_dir, "test", "activity")
@@ -230,4 +230,5 @@ def inference_items(input_image: str, input_ct: str, dataset_dir: str) -> list[d
     ct = Path(str(input_ct)).expanduser() if input_ct else None
     if ct is None or not ct.is_file():
         raise MissingFileError(f"{ct or '(none given)'}: CT not found (--input_ct); give the CT in HU on the activity's grid")
-    return study_items(input_image, {"ct": str(ct.resolve())})
+    # the CT through the same file checks as the activity (readable, complete, 3D), on its grid
+    return check_items(study_items(input_image, {"ct": str(ct.resolve())}), ("image", "ct"), {"image": "activity image", "ct": "CT"})
