@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 BUDGET_SUBJECTS_PER_MIN = 100 / 15.0
-TASKS = ("pet_nac_to_pct", "pet_lowdose_denoising", "spect_projection_completion")
+TASKS = ("pet_nac_to_pct", "pet_lowdose_denoising", "spect_projection_completion", "dose_rate_prediction")
 #: Small settings for ``quick`` (10 mm PET voxels as the PET tests; 8 mm SPECT voxels, 60 views).
 QUICK_PARAMS = {
     "pet_nac_to_pct": {"shape": [40, 40, 44], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48, "n_subsets": 8, "psf_fwhm_mm": 8.0},
     "pet_lowdose_denoising": {"shape": [40, 40, 44], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48, "n_subsets": 8, "psf_fwhm_mm": 8.0},
     "spect_projection_completion": {"shape": [64, 64, 48], "spacing_mm": [8.0, 8.0, 8.0], "n_views": 60},
+    "dose_rate_prediction": {"shape": [40, 32, 32], "spacing_mm": [10.0, 10.0, 10.0], "n_photons": 20000, "n_electrons": 200000},
 }
 
 
