@@ -217,3 +217,14 @@ def test_pet_bad_image_raises_value_error_naming_argument():
         proj.forward(torch.ones(2, 8, 8, 5))
     with pytest.raises(ValueError, match="sinogram"):
         proj.adjoint(torch.ones(4, 3, 4))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_pet_nan_or_inf_anywhere_is_refused_and_huge_finite_values_are_not(bad):
+    proj = PETProjector((8, 8, 4), (4.0, 4.0, 4.0), 4)
+    image = torch.ones(8, 8, 4)
+    image[3, 5, 2] = bad
+    with pytest.raises(ValueError, match="image contains NaN or Inf"):
+        proj.forward(image)
+    huge = torch.full((8, 8, 4), 3e38)  # finite, but its sum overflows: must not be called NaN or Inf
+    proj.forward(huge)

@@ -80,7 +80,10 @@ def _check_batch(x: torch.Tensor, shape: tuple[int, int, int], name: str) -> tup
         raise ValueError(f"{name} must be a floating-point torch.Tensor, got {type(x).__name__}")
     if x.ndim not in (3, 4) or tuple(x.shape[-3:]) != shape:
         raise ValueError(f"{name} must have shape [B?, {shape[0]}, {shape[1]}, {shape[2]}], got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    # one reduction first (no mask allocated: this runs at every OSEM subset step); NaN or Inf anywhere
+    # makes the sum non-finite, and only then is the exact elementwise test needed (a finite sum can
+    # also overflow)
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or Inf")
     return (x if x.ndim == 4 else x[None]), x.ndim == 4
 
