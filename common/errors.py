@@ -23,7 +23,7 @@ import os
 import sys
 from types import TracebackType
 
-__all__ = ["DEBUG_ENV", "UserError", "InputError", "MissingFileError", "user_error", "install", "installed"]
+__all__ = ["DEBUG_ENV", "UserError", "InputError", "MissingFileError", "user_error", "user_error_line", "install", "installed"]
 
 #: Environment variable that keeps full tracebacks and error logs (``NM_DEBUG=1``).
 DEBUG_ENV = "NM_DEBUG"
@@ -73,13 +73,22 @@ _FILTER = _DropWhileHandlingUserError()
 _previous_hook = None
 
 
-def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+def user_error_line(exc: BaseException) -> str | None:
+    """``"error: <message>"`` (one line) for an exception holding a user error, or None when it holds
+    none or ``NM_DEBUG=1`` asks for tracebacks: what :func:`install`'s hook and ``python -m scripts`` print."""
     found = user_error(exc)
     if found is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        return None
+    return f"error: {_message(found)}"
+
+
+def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    line = user_error_line(exc)
+    if line is None:
         (_previous_hook or sys.__excepthook__)(exc_type, exc, tb)
         return
     sys.stdout.flush()
-    print(f"error: {_message(found)}", file=sys.stderr, flush=True)
+    print(line, file=sys.stderr, flush=True)
 
 
 def installed() -> bool:

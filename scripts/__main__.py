@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import sys
 
 import fire
@@ -46,13 +45,13 @@ def cli(argv: list[str] | None = None) -> None:
         sys.exit(f"python -m scripts {name}: unknown flag(s) {', '.join(unknown)}; known: {known}")
     try:
         fire.Fire(fn, command=argv[1:], name=f"python -m scripts {name}")
-    except Exception as exc:  # a user's mistake reads as one line, as in the bundles (common.errors)
-        from common.errors import DEBUG_ENV, user_error
+    except Exception as exc:  # a user's mistake reads as one line, as in the bundles
+        from common.errors import user_error_line
 
-        found = user_error(exc)
-        if found is None or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        line = user_error_line(exc)
+        if line is None:
             raise
-        sys.exit(f"error: {' '.join(str(found).split())}")
+        sys.exit(line)
 
 
 def unknown_flags(fn, args: list[str]) -> list[str]:

@@ -15,27 +15,17 @@ of 5 mm, Lu-177 PSMA-like uptake), in one run (issue 15):
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from scripts.benchmark import median_seconds
+
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "dose_rate_prediction"
 TARGET_REL_STD = 0.02
 THREADS = 2
-
-
-def _median_s(fn, repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run(quick: bool = False) -> dict:
@@ -90,8 +80,8 @@ def run(quick: bool = False) -> dict:
             with torch.no_grad():
                 return predict(net, activity, density, vsv_dose_rate(activity, kernel, spacing, density), "Lu-177", "cpu")
 
-        network_s = _median_s(network)
-        vsv_s = _median_s(lambda: vsv_dose_rate(activity, kernel, spacing, density))
+        network_s = median_seconds(network, 3)
+        vsv_s = median_seconds(lambda: vsv_dose_rate(activity, kernel, spacing, density), 3)
     finally:
         torch.set_num_threads(old_threads)
 

@@ -6,29 +6,19 @@ Target (issue 7): under 5 s per volume on 2 cores.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from scripts.benchmark import median_seconds
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "pet_lowdose_denoising"
 SHAPE = (128, 128, 96)
 SPACING_MM = (4.0, 4.0, 4.0)
 THREADS = 2
 TARGET_S = 5.0
-
-
-def _timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (allocations, lazy init)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def _phantom_like_volume(seed: int = 0) -> np.ndarray:
@@ -63,8 +53,8 @@ def run(quick: bool = False) -> dict:
         x = torch.from_numpy(volume)[None, None]
         x = torch.cat([x, torch.full_like(x, 0.65)], dim=1)  # dose channel of DRF 20
         with torch.no_grad():
-            t_net = _timed(lambda: net(x), repeats)
-        t_gauss = _timed(lambda: gaussian_filter_fwhm(x[0, 0], 8.0, SPACING_MM), repeats)
+            t_net = median_seconds(lambda: net(x), repeats)
+        t_gauss = median_seconds(lambda: gaussian_filter_fwhm(x[0, 0], 8.0, SPACING_MM), repeats)
 
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / "pet.nii.gz"
@@ -80,7 +70,7 @@ def run(quick: bool = False) -> dict:
                     input_root="",
                 )
 
-            t_flow = _timed(workflow, repeats) if weights.is_file() else []
+            t_flow = median_seconds(workflow, repeats) if weights.is_file() else None
     finally:
         torch.set_num_threads(old_threads)
 
@@ -88,16 +78,16 @@ def run(quick: bool = False) -> dict:
         "volume_shape": list(SHAPE),
         "threads": THREADS,
         "repeats": repeats,
-        "network_s": round(statistics.median(t_net), 3),
-        "workflow_s": round(statistics.median(t_flow), 3) if t_flow else None,
-        "gaussian_baseline_s": round(statistics.median(t_gauss), 3),
+        "network_s": round(t_net, 3),
+        "workflow_s": round(t_flow, 3) if t_flow is not None else None,
+        "gaussian_baseline_s": round(t_gauss, 3),
         "target_s": TARGET_S,
-        "meets_target": bool((statistics.median(t_flow) if t_flow else statistics.median(t_net)) < TARGET_S),
+        "meets_target": bool((t_flow if t_flow is not None else t_net) < TARGET_S),
         "weights": "shipped" if weights.is_file() else "untrained (no models/model.pt)",
     }
     print(f"pet_lowdose_denoising inference, {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} voxels, {THREADS} threads (median of {repeats})")
     print(f"  {'network forward':<34} {result['network_s']:8.3f} s")
-    if t_flow:
+    if t_flow is not None:
         print(f"  {'bundle inference workflow (NIfTI)':<34} {result['workflow_s']:8.3f} s   target < {TARGET_S:g} s")
     print(f"  {'Gaussian post-filter (baseline)':<34} {result['gaussian_baseline_s']:8.3f} s")
     return result

@@ -12,11 +12,25 @@ import importlib
 import json
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "benchmark.json"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time (s) of ``repeats`` calls of ``fn`` after one warm-up call (allocations, lazy
+    initialisation), for the suites' timings."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def available_suites() -> list[str]:

@@ -226,9 +226,10 @@ def inference_items(input_image: str, input_ct: str, dataset_dir: str) -> list[d
 
     if not input_image:
         return datalist_pairs(dataset_dir, "test", "activity")
-    study_items(input_image)  # a missing activity image is named first
+    items = study_items(input_image)  # the activity first: named when missing or unreadable
     ct = Path(str(input_ct)).expanduser() if input_ct else None
     if ct is None or not ct.is_file():
         raise MissingFileError(f"{ct or '(none given)'}: CT not found (--input_ct); give the CT in HU on the activity's grid")
+    items[0]["ct"] = str(ct.resolve())
     # the CT through the same file checks as the activity (readable, complete, 3D), on its grid
-    return check_items(study_items(input_image, {"ct": str(ct.resolve())}), ("image", "ct"), {"image": "activity image", "ct": "CT"})
+    return check_items(items, ("image", "ct"), {"image": "activity image", "ct": "CT"})
