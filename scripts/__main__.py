@@ -20,7 +20,7 @@ COMMANDS = {
     "download": "fetch a packaged bundle listed in model_zoo.json, checking its sha256",
     "make_dataset": "simulate a task's dataset (NIfTI + datalist.json)",
     "preview": "PNG montage of one simulated subject",
-    "benchmark": "speed/accuracy benchmarks; writes results/benchmark.json",
+    "benchmark": "quality on fresh held-out phantoms and speed against baselines: all, physics, bundles, speed, quick",
     "label_server": "serve the bundles with MONAI Label on 127.0.0.1 (synthetic held-out studies)",
 }
 

@@ -127,61 +127,89 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
-def run(quick: bool = False, pytomography: bool = True, pytomography_osem: bool | None = None, spect: bool = True) -> dict:
+#: PyTomography's medium-energy PSF convention of issue 18 (the Lu-177 case): sigma = 0.03235 d + 0.1246 cm,
+#: FWHM about 10.5 mm at 10 cm, written as a CollimatorPSF (FWHM slope and intercept, no intrinsic term).
+ME_PSF = CollimatorPSF(slope=0.03235 / FWHM_TO_SIGMA, intercept_mm=1.246 / FWHM_TO_SIGMA)
+
+
+def spect_psfs() -> dict[str, tuple[str, CollimatorPSF]]:
+    """The suite's SPECT cases: name -> (description, PSF)."""
+    return {
+        "lehr": ("SY-LEHR 140.5 keV + 3.8 mm intrinsic", CollimatorPSF.from_collimator("SY-LEHR", 140.5, intrinsic_fwhm_140keV_mm=3.8)),
+        "me": ("medium energy, sigma = 0.03235 d + 0.1246 cm (PyTomography's convention)", ME_PSF),
+    }
+
+
+def _spect_case(act, mu, psf: CollimatorPSF, label: str, h: float, n_views: int, reps: int, pytomography: bool, osem_iters: int) -> dict:
+    """Our SPECT projector and OSEM against PyTomography's SPECTSystemMatrix on one problem. OSEM
+    runs ``osem_iters`` iterations of 8 subsets in both codes, each including its one-time
+    sensitivity (normalisation) images, as a user's reconstruction does."""
+    n = act.shape[0]
+    proj = SPECTProjector(tuple(act.shape), (h, h, h), n_views, radius_mm=300.0, mu_map=mu, psf=psf)
+    t0 = time.perf_counter()
+    ours_fwd = proj.forward(act)  # builds the operators
+    t_build = time.perf_counter() - t0
+    t_fwd, ours_fwd = _timed(lambda: proj.forward(act), reps)
+    t_adj, ours_adj = _timed(lambda: proj.adjoint(ours_fwd), reps)
+    counts = ours_fwd * (2e6 / float(ours_fwd.sum()) * n_views / 120)
+    t_osem, ours_rec = _timed(lambda: osem(proj, counts, osem_iters, 8), 1)
+    out = {
+        "problem": f"{n}^3 x {h:g} mm, {n_views} views 360 deg, radius 300 mm, {label}, attenuation",
+        "psf_nodes": proj.n_nodes,
+        "osem": f"{osem_iters}x8",
+        "ours_build_s": t_build,
+        "ours_forward_s": t_fwd,
+        "ours_adjoint_s": t_adj,
+        "ours_osem_s": t_osem,
+    }
+    if not pytomography:
+        return out
+    import pytomography as pyt
+    from pytomography.algorithms import OSEM
+    from pytomography.likelihoods import PoissonLogLikelihood
+
+    system = _pytomography_spect(mu, psf, proj)
+    # one untimed call each first, as ours' build call: lazy set-up is not what is compared
+    ref_fwd = system.forward(act.to(pyt.device))
+    system.backward(ref_fwd)
+    t_pf, ref_fwd = _timed(lambda: system.forward(act.to(pyt.device)), 1)
+    t_pa, ref_adj = _timed(lambda: system.backward(ref_fwd), 1)
+    t_po, ref_rec = _timed(lambda: OSEM(PoissonLogLikelihood(system, counts))(n_iters=osem_iters, n_subsets=8), 1)
+    rel = lambda a, b: float((a.cpu() - b.cpu()).norm() / b.cpu().norm())
+    out.update(
+        pytomography_forward_s=t_pf,
+        pytomography_adjoint_s=t_pa,
+        pytomography_osem_s=t_po,
+        speedup_forward=t_pf / t_fwd,
+        speedup_adjoint=t_pa / t_adj,
+        speedup_osem=t_po / t_osem,
+        nrmse_forward=rel(ours_fwd, ref_fwd),
+        nrmse_adjoint=rel(proj.adjoint(ref_fwd), ref_adj),
+        nrmse_osem_image=rel(ours_rec, ref_rec),
+    )
+    return out
+
+
+def run(quick: bool = False, pytomography: bool = True, spect: bool = True, osem_iters: int = 1) -> dict:
     """Run the suite; ``quick`` uses 64^3 (8 mm) and 60 views. Returns a JSON-able dict.
 
-    PyTomography's OSEM 4x8 takes about 10 min at full size on 2 quiet cores; it is timed in
-    both modes unless ``pytomography_osem=False``.
+    SPECT OSEM is timed for ``osem_iters`` iterations of 8 subsets in both codes, set-up included
+    (default 1: PyTomography's 4x8 alone takes about 4.5 min at full size on 2 quiet cores per PSF,
+    beyond the suite's 8-minute budget; the 4x8 ratio lies between the 1x8 ratio and the ratio of the
+    per-iteration costs).
     """
-    pytomography_osem = True if pytomography_osem is None else pytomography_osem
     torch.set_num_threads(2)
     n, h, n_views = (64, 8.0, 60) if quick else (128, 4.0, 120)
-    reps = 3
+    reps = 2 if quick else 3
     result: dict = {"quick": quick, "threads": 2, "load_avg_1min_start": _load()}
 
     # ---------------------------------------------------------------- SPECT
     if spect:
         act, mu = _phantom(n, n, h, MU_WATER_140)
-        psf = CollimatorPSF.from_collimator("SY-LEHR", 140.5, intrinsic_fwhm_140keV_mm=3.8)
-        proj = SPECTProjector((n, n, n), (h, h, h), n_views, radius_mm=300.0, mu_map=mu, psf=psf)
-        t0 = time.perf_counter()
-        ours_fwd = proj.forward(act)  # builds the operators
-        t_build = time.perf_counter() - t0
-        t_fwd, ours_fwd = _timed(lambda: proj.forward(act), reps)
-        t_adj, ours_adj = _timed(lambda: proj.adjoint(ours_fwd), reps)
-        counts = ours_fwd * (2e6 / float(ours_fwd.sum()) * n_views / 120)
-        t_osem, ours_rec = _timed(lambda: osem(proj, counts, 4, 8), 1)
-        spect = {
-            "problem": f"{n}^3 x {h:g} mm, {n_views} views 360 deg, radius 300 mm, SY-LEHR 140.5 keV + 3.8 mm intrinsic, attenuation",
-            "psf_nodes": proj.n_nodes,
-            "ours_build_s": t_build,
-            "ours_forward_s": t_fwd,
-            "ours_adjoint_s": t_adj,
-            "ours_osem_4x8_s": t_osem,
+        result["spect"] = {
+            name: _spect_case(act, mu, psf, label, h, n_views, reps, pytomography, int(osem_iters))
+            for name, (label, psf) in spect_psfs().items()
         }
-        if pytomography:
-            import pytomography as pyt
-
-            system = _pytomography_spect(mu, psf, proj)
-            prep = 1 if not quick else reps
-            t_pf, ref_fwd = _timed(lambda: system.forward(act.to(pyt.device)), prep)
-            t_pa, ref_adj = _timed(lambda: system.backward(ref_fwd), prep)
-            from pytomography.algorithms import OSEM
-            from pytomography.likelihoods import PoissonLogLikelihood
-
-            rel = lambda a, b: float((a.cpu() - b.cpu()).norm() / b.cpu().norm())  # noqa: E731
-            spect.update(
-                pytomography_forward_s=t_pf,
-                pytomography_adjoint_s=t_pa,
-                speedup_forward=t_pf / t_fwd,
-                speedup_adjoint=t_pa / t_adj,
-                nrmse_forward=rel(ours_fwd, ref_fwd),
-                nrmse_adjoint=rel(proj.adjoint(ref_fwd), ref_adj),
-            )
-            if pytomography_osem:
-                t_po, ref_rec = _timed(lambda: OSEM(PoissonLogLikelihood(system, counts))(n_iters=4, n_subsets=8), 1)
-                spect.update(pytomography_osem_4x8_s=t_po, speedup_osem=t_po / t_osem, nrmse_osem_image=rel(ours_rec, ref_rec))
-        result["spect"] = spect
 
     # ------------------------------------------------------------------ PET
     nz = 48 if quick else 96
@@ -242,18 +270,19 @@ def main() -> None:
 
 def _print_spect(s: dict) -> None:
     print(f"SPECT {s['problem']} ({s['psf_nodes']} blur nodes)")
-    print(f"{'':10s}{'ours s':>10s}{'PyTomography s':>16s}{'speed-up':>10s}{'NRMSE':>10s}")
-    for key, label in (("forward", "forward"), ("adjoint", "adjoint"), ("osem_4x8", "OSEM 4x8")):
+    print(f"{'':10s}{'ours s':>10s}{'PyTomography s':>16s}{'speed-up':>10s}{'NRMSE':>10s}   target >= 10x, NRMSE <= 0.01")
+    for key, nrm_key, label in (("forward", "forward", "forward"), ("adjoint", "adjoint", "adjoint"), ("osem", "osem_image", f"OSEM {s['osem']}")):
         ours = s[f"ours_{key}_s"]
         ref = s.get(f"pytomography_{key}_s", math.nan)
-        nrm = s.get(f"nrmse_{key.split('_')[0] if key != 'osem_4x8' else 'osem_image'}", math.nan)
-        print(f"{label:10s}{ours:10.2f}{ref:16.2f}{ref / ours:10.1f}{nrm:10.4f}")
+        nrm = s.get(f"nrmse_{nrm_key}", math.nan)
+        verdict = "" if math.isnan(ref) else "met" if ref / ours >= 10 and nrm <= 0.01 else "NOT met"
+        print(f"{label:10s}{ours:10.2f}{ref:16.2f}{ref / ours:10.1f}{nrm:10.4f}   {verdict}")
     print(f"(operator build {s['ours_build_s']:.2f} s, once per geometry and mu map)")
 
 
 def _print_table(r: dict) -> None:
-    s, p = r.get("spect"), r["pet"]
-    if s is not None:
+    p = r["pet"]
+    for s in (r.get("spect") or {}).values():
         _print_spect(s)
     print(f"PET {p['problem']}: build {p['build_s']:.2f} s, forward {p['forward_s']:.3f} s, adjoint {p['adjoint_s']:.3f} s")
     print(f"{'PET, before/after in one run':34s}{'before s':>10s}{'after s':>10s}{'speed-up':>10s}")
@@ -266,6 +295,9 @@ def _print_table(r: dict) -> None:
         b, a = p[f"{key}_before_s"], p[f"{key}_s"]
         print(f"{label:34s}{b:10.3f}{a:10.3f}{b / a:10.1f}")
     print(f"dataset-task OSEM: max |after - before| = {p['task_osem_max_abs_difference']:.3g} (subnormals flushed)")
+    verdict = lambda v, t: f"{v:.3f} s (target <= {t:g} s: {'met' if v <= t else 'NOT met'})"  # noqa: E731
+    print(f"issue 18 targets: forward {verdict(p['forward_s'], 0.1)}, adjoint {verdict(p['adjoint_s'], 0.1)}, "
+          f"OSEM 4x16 {verdict(p['osem_4x16_s'], 0.5)}")  # fmt: skip
     print(f"torch threads {r['threads']}, load average (1 min) {r['load_avg_1min_start']:.2f} -> {r['load_avg_1min_end']:.2f}")
 
 

@@ -38,9 +38,9 @@ def _bundle_cmd(bundle: Path, workflow: str, configs: list[str], **overrides) ->
     return cmd
 
 
-def _run_logged(cmd: list[str], log: Path) -> float:
-    """Run a command, showing and logging its output (its progress bars included) in ``log``;
-    raise with the log's tail on failure."""
+def _run_logged(cmd: list[str], log: Path, echo: bool = True) -> float:
+    """Run a command, logging its output (its progress bars included) in ``log`` and showing it
+    when ``echo``; raise with the log's tail on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log, "w") as f, subprocess.Popen(
@@ -48,8 +48,9 @@ def _run_logged(cmd: list[str], log: Path) -> float:
     ) as proc:
         for line in proc.stdout:
             f.write(line)
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
         rc = proc.wait()
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
@@ -62,19 +63,20 @@ def _data_seed(bundle: Path) -> int:
     return int(train.get("data_seed", 0))
 
 
-def evaluate_bundle(name: str, out: Path, n_test: int, family: str = "training") -> dict:
-    """Held-out phantoms of ``family`` + stock ``evaluating``; returns the bundle's summary.json."""
+def evaluate_bundle(name: str, out: Path, n_test: int, family: str = "training", quick: bool = True, log: bool = True) -> dict:
+    """Held-out phantoms of ``family`` + stock ``evaluating`` (with the bundle's ``quick.json``
+    override when ``quick``); returns the bundle's summary.json. Outputs under ``out/name/family``."""
     from common.simulation.datasets import generate_dataset
 
     bundle = ROOT / "bundles" / name
     data_dir = out / name / family / "data"
     seed = _data_seed(bundle) + FAMILY_SEED_OFFSETS[family]
-    generate_dataset(name, data_dir, n=n_test, seed=seed, test_only=True, family=family, workers=2)
+    generate_dataset(name, data_dir, n=n_test, seed=seed, test_only=True, family=family, workers=2, progress=log)
     eval_dir = out / name / family / "eval"
+    configs = ["train.json", "evaluate.json"] + (["quick.json"] if quick else [])
     wall = _run_logged(
-        _bundle_cmd(bundle, "evaluating", ["train.json", "evaluate.json", "quick.json"],
-                    dataset_dir=data_dir, output_dir=eval_dir, n_test=n_test),
-        out / name / family / "evaluating.log",
+        _bundle_cmd(bundle, "evaluating", configs, dataset_dir=data_dir, output_dir=eval_dir, n_test=n_test),
+        out / name / family / "evaluating.log", echo=log,
     )
     summary = json.loads((eval_dir / "summary.json").read_text())
     summary["wall_s"] = round(wall, 1)

@@ -311,3 +311,58 @@ def test_shipped_bundle_passes_verify():
     if not (BUNDLE / "models" / "model.pt").is_file():
         pytest.skip("weights not trained yet")
     assert verify_bundle(BUNDLE) == []
+
+
+def test_lesion_background_shell_dilation_is_the_3d_box():
+    """The separable dilation of the lesion background shells gives the 3D box's mask (brute force)."""
+    from pet_lowdose_denoising.transforms import dilate_box as _dilate
+
+    g = torch.Generator().manual_seed(3)
+    for shape, radius in (((17, 12, 9), (2, 1, 3)), ((9, 9, 9), (4, 4, 4)), ((6, 11, 5), (0, 2, 1))):
+        mask = torch.rand(shape, generator=g) > 0.97
+        expected = torch.zeros(shape, dtype=torch.bool)
+        for x, y, z in torch.nonzero(mask).tolist():
+            rx, ry, rz = radius
+            expected[max(0, x - rx) : x + rx + 1, max(0, y - ry) : y + ry + 1, max(0, z - rz) : z + rz + 1] = True
+        assert torch.equal(_dilate(mask, radius), expected), (shape, radius)
+
+
+def test_lesion_weight_channel_and_weighted_loss():
+    """LesionWeightd appends w in (dilated) lesions, 1 elsewhere, and drops the label map; without a
+    label map the item is unchanged. WeightedMSELoss uses that channel, and is plain MSE without it."""
+    from pet_lowdose_denoising.losses import WeightedMSELoss
+    from pet_lowdose_denoising.transforms import LesionWeightd
+
+    labels = torch.zeros((1, 8, 8, 6), dtype=torch.int16)
+    labels[0, 1:7, 1:7, :] = 3  # an organ
+    labels[0, 4, 4, 3] = 101  # a one-voxel lesion
+    target = torch.rand((1, 8, 8, 6))
+    out = LesionWeightd("label", weight=5.0, margin_vox=1)({"label": target, "labels": labels})
+    assert "labels" not in out and out["label"].shape == (2, 8, 8, 6)
+    assert torch.equal(out["label"][0], target[0])
+    w = out["label"][1]
+    assert float(w[3:6, 3:6, 2:5].min()) == 5.0 and float(w.sum()) == 8 * 8 * 6 + 4.0 * 27
+    assert LesionWeightd("label")({"label": target})["label"] is target  # no label map: unchanged
+    with pytest.raises(ValueError, match="weight must be finite and >= 1"):
+        LesionWeightd("label", weight=0.5)
+
+    loss = WeightedMSELoss()
+    pred = torch.zeros((1, 1, 8, 8, 6))
+    plain = loss(pred, target[None])
+    assert torch.isclose(plain, (target**2).mean())
+    weighted = loss(pred, out["label"][None])
+    assert torch.isclose(weighted, (w * target[0] ** 2).mean())
+    with pytest.raises(ValueError, match="with or without one weight channel"):
+        loss(pred, torch.zeros((1, 3, 8, 8, 6)))
+
+
+def test_complementary_count_target_items():
+    """Training items take the complementary counts of the same DRF as the label; a datalist
+    without them is refused naming the key."""
+    from pet_lowdose_denoising.transforms import dose_items
+
+    entry = {"id": "s0", "drf4": "a.nii.gz", "drf4_comp": "c.nii.gz", "full": "f.nii.gz", "labels": "l.nii.gz"}
+    (item,) = dose_items([entry], [4], target_key="drf{drf}_comp", extra_keys={"labels": "labels"})
+    assert item["image"] == "a.nii.gz" and item["label"] == "c.nii.gz" and item["labels"] == "l.nii.gz"
+    with pytest.raises(Exception, match="no 'drf10_comp'"):
+        dose_items([{**entry, "drf10": "b.nii.gz"}], [10], target_key="drf{drf}_comp")

@@ -73,8 +73,9 @@ REPO = Path(__file__).resolve().parents[1]
 PCT, DENOISE = REPO / "bundles" / "pet_nac_to_pct", REPO / "bundles" / "pet_lowdose_denoising"
 SPECT = REPO / "bundles" / "spect_projection_completion"
 DOSE = REPO / "bundles" / "dose_rate_prediction"
-BUNDLES = [PCT, DENOISE, SPECT]  # the sweeps that build bad studies per bundle
+BUNDLES = [PCT, DENOISE, SPECT]  # the sweeps that build bad studies per bundle (dose: the bad-input sweep too)
 ALL_BUNDLES = [*BUNDLES, DOSE]  # the checks of configs and weights
+DOSE_TINY = {"shape": [28, 24, 24], "spacing_mm": [16.0, 16.0, 16.0], "n_photons": 5000, "n_electrons": 50000, "n_batches": 4}
 TINY = {"shape": [48, 48, 24], "spacing_mm": [10.0, 10.0, 10.0], "n_angles": 48}
 PET_OVERRIDES = {
     PCT: {"pixdim": [10.0] * 3, "roi_size": [48, 48, 24]},
@@ -103,6 +104,22 @@ def denoise_entry(tmp_path_factory) -> dict:
         datalist = generate_dataset("pet_lowdose_denoising", tmp_path_factory.mktemp("den") / "data", n=1, seed=1000,
                                     progress=False, params={**TINY, "dose_reduction_factors": [20]}, test_only=True)  # fmt: skip
     return load_datalist(datalist.parent, "test")[0]
+
+
+@pytest.fixture(scope="module")
+def dose_entry(tmp_path_factory) -> dict:
+    """One tiny held-out dose_rate_prediction subject (activity, ct) and a low-count water kernel
+    for its 16 mm voxels (``kernel_dir``), so no Monte Carlo runs in the test."""
+    from dose_rate_prediction.transforms import save_kernel
+
+    from common.dosimetry import voxel_s_values
+
+    kernels = tmp_path_factory.mktemp("dose_kernels")
+    with torch.random.fork_rng():
+        save_kernel(voxel_s_values("Lu-177", 16.0, half_width=3, n_photons=5000, n_electrons=50000, n_batches=4), kernels)
+        datalist = generate_dataset("dose_rate_prediction", tmp_path_factory.mktemp("dose") / "data", n=1, seed=1000,
+                                    progress=False, params=DOSE_TINY, test_only=True)  # fmt: skip
+    return {**load_datalist(datalist.parent, "test")[0], "kernel_dir": str(kernels)}
 
 
 def spect_counts(seed: int = 0) -> np.ndarray:
@@ -183,11 +200,17 @@ def _truncate(path: Path) -> Path:
     return path
 
 
-def make_bad_input(case: str, bundle: Path, folder: Path, pct_entry: dict, denoise_entry: dict) -> tuple[dict, list[str]]:
-    """Overrides that give ``bundle`` the bad input ``case``, and the words its one-line error must hold."""
+def make_bad_input(case: str, bundle: Path, folder: Path, pct_entry: dict, denoise_entry: dict, dose_entry: dict | None = None) -> tuple[dict, list[str]]:
+    """Overrides that give ``bundle`` the bad input ``case``, and the words its one-line error must hold.
+    The dose bundle's activity is the bad input; its (good) CT is passed beside it."""
     folder.mkdir(parents=True, exist_ok=True)
+    extra: dict = {}
     if bundle == SPECT:
         good, affine, ct = spect_counts(), np.diag([4.0, 4.0, 1.0, 1.0]), None
+    elif bundle == DOSE:
+        activity, ct_image = read_nifti(dose_entry["activity"]), read_nifti(dose_entry["ct"])
+        good, affine, ct = activity.array, activity.affine, ct_image.array
+        extra = {"input_ct": str(write_nifti(folder / "ct.nii.gz", ct, ct_image.affine)), "kernel_dir": dose_entry["kernel_dir"]}
     else:
         good, affine, other = _pet_source(bundle, pct_entry, denoise_entry)
         ct = other["ct"]
@@ -199,6 +222,13 @@ def make_bad_input(case: str, bundle: Path, folder: Path, pct_entry: dict, denoi
         nib.Nifti1Image(np.asarray(array, np.float32), aff).to_filename(path)
         return path
 
+    overrides, words = _bad_case(case, bundle, folder, good, ct, write, path)
+    if "input_image" in overrides:
+        overrides.update(extra)
+    return overrides, words
+
+
+def _bad_case(case, bundle, folder, good, ct, write, path) -> tuple[dict, list[str]]:
     if case == "nan":
         bad = good.copy()
         bad[bad > np.percentile(bad, 90)] = np.nan
@@ -210,6 +240,10 @@ def make_bad_input(case: str, bundle: Path, folder: Path, pct_entry: dict, denoi
     if case == "negative":
         bad = good.copy()
         bad[: bad.shape[0] // 3] = -0.5 * float(good.max())
+        if bundle == DOSE:
+            # activity in Bq/mL: -0.5 x max is far below -500, so the HU rule, checked first, refuses it
+            # as CT-like (a misleading reason, but refused in one line naming the file)
+            return {"input_image": str(write(bad))}, [str(path), "looks like a CT in HU"]
         return {"input_image": str(write(bad))}, [str(path), "negative"]
     if case == "ct_as_pet":
         if bundle == SPECT:  # a CT (HU) as projections: air at -1000 are negative counts
@@ -236,7 +270,7 @@ def make_bad_input(case: str, bundle: Path, folder: Path, pct_entry: dict, denoi
         (folder / "datalist.json").write_text(json.dumps({"training": [], "validation": [], "test": []}))
         return {"dataset_dir": str(folder)}, [str(folder / "datalist.json"), "no 'test' entries"]
     if case == "datalist_missing_file":
-        key = {PCT: "nac", DENOISE: "drf20", SPECT: "raw"}[bundle]
+        key = {PCT: "nac", DENOISE: "drf20", SPECT: "raw", DOSE: "activity"}[bundle]
         name = "gone.npz" if bundle == SPECT else "gone.nii.gz"
         (folder / "datalist.json").write_text(json.dumps({"test": [{"id": "s1", key: name, "units": "SUV"}]}))
         return {"dataset_dir": str(folder)}, [str(folder / "datalist.json"), f"file '{name}' not found"]
@@ -248,16 +282,16 @@ BAD_CASES = ["nan", "inf", "negative", "ct_as_pet", "2d", "4d", "truncated", "co
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("bundle", ALL_BUNDLES, ids=lambda p: p.name)
 def test_1_bad_inference_input_is_refused_in_one_line_before_anything_is_written(
-    bundle, case, pct_entry, denoise_entry, spect_weights, tmp_path
+    bundle, case, pct_entry, denoise_entry, dose_entry, spect_weights, tmp_path
 ):
-    overrides, words = make_bad_input(case, bundle, tmp_path / "in", pct_entry, denoise_entry)
+    overrides, words = make_bad_input(case, bundle, tmp_path / "in", pct_entry, denoise_entry, dose_entry)
     if bundle == SPECT:
         overrides["model_path"] = str(spect_weights)
     out = tmp_path / "out"
     with pytest.raises(Exception) as info:
-        inference(bundle, out, **PET_OVERRIDES[bundle], **overrides)
+        inference(bundle, out, **PET_OVERRIDES.get(bundle, {}), **overrides)
     assert_user_error_line(info.value, *words)
     assert files_in(out) == []
 

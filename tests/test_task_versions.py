@@ -59,6 +59,13 @@ FINGERPRINTS: dict[tuple[str, str], dict[str, tuple[float, float]]] = {
         "labels": (11879.0, 115695.0),
         "noise_free": (3119.7680217117013, 6146.233062991931),
     },
+    ("pet_lowdose_denoising", "4"): {  # version 3's images unchanged, plus the complementary counts
+        "drf4": (3120.360620585445, 6150.007018402837),
+        "drf4_comp": (3119.224894201121, 6143.3469518320435),
+        "full": (3119.508114762226, 6144.844833775667),
+        "labels": (11879.0, 115695.0),
+        "noise_free": (3119.7680217117013, 6146.233062991931),
+    },
     ("pet_lowdose_split_counts", "3"): {
         "drf4_half1": (3121.4640336776065, 6160.497914764739),
         "drf4_half2": (3119.264892388179, 6140.846465437334),

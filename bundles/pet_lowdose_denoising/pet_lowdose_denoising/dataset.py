@@ -1,6 +1,9 @@
 """The dataset tasks of ``pet_lowdose_denoising``: FDG torso PET simulated by
 :mod:`common.simulation.pet`, binomially thinned to each dose reduction factor (DRF 4-100, UDPET,
-REFERENCE.md 5(a); keys ``drf4`` ... ``drf100``) and reconstructed with true-CT AC, plus the
+REFERENCE.md 5(a); keys ``drf4`` ... ``drf100``) and reconstructed with true-CT AC, the
+complementary counts of each thinning (``drf4_comp`` ...: the full-dose prompts minus the thinned
+ones, reconstructed with background and sensitivity x (1 - 1/DRF): a full-dose-like image whose
+noise is independent of the low-dose study's, the supervised target since version 4), plus the
 full-dose and noise-free references; and ``pet_lowdose_split_counts``, the split-count
 (noise2noise) halves of the same thinned studies.
 
@@ -55,15 +58,23 @@ def build_pet_lowdose_denoising(rng: np.random.Generator, params: Mapping[str, A
     images = {"full": (recon(d.prompts), affine)}
     gen = torch_generator(rng)
     for drf in params["dose_reduction_factors"]:
+        if not float(drf) > 1.0:  # at DRF 1 the complementary counts are empty
+            raise ValueError(f"dose_reduction_factors must be > 1, got {drf}")
         fraction = 1.0 / float(drf)  # binomial thinning of the same counts (DESIGN 3)
-        images[f"drf{drf_name(drf)}"] = (recon(thin(d.prompts, fraction, generator=gen), fraction), affine)
+        thinned = thin(d.prompts, fraction, generator=gen)
+        images[f"drf{drf_name(drf)}"] = (recon(thinned, fraction), affine)
+        # the complementary counts: given the activity, a Poisson variable thinned with probability
+        # f and its remainder are independent Poisson variables, so this full-dose-like image
+        # (1 - f of the counts) has noise independent of the low-dose study's (version 4, issue 13)
+        images[f"drf{drf_name(drf)}_comp"] = (recon(d.prompts - thinned, 1.0 - fraction), affine)
     images["noise_free"] = (recon(d.expected), affine)
     images["labels"] = (s.phantom.labels.astype(np.int16), affine)
     return SubjectData(images=images, attributes=s.attributes)
 
 
 def _lowdose_keys(params: Mapping[str, Any]) -> tuple[str, ...]:
-    return ("full", *(f"drf{drf_name(f)}" for f in params["dose_reduction_factors"]), "noise_free", "labels")
+    drfs = [drf_name(f) for f in params["dose_reduction_factors"]]
+    return ("full", *(f"drf{d}" for d in drfs), *(f"drf{d}_comp" for d in drfs), "noise_free", "labels")
 
 
 def build_pet_lowdose_split_counts(rng: np.random.Generator, params: Mapping[str, Any]) -> SubjectData:
@@ -101,7 +112,9 @@ TASK = register_task(
         image_keys=_lowdose_keys,
         params=LOWDOSE_PARAMS,
         # 2: CT-AC air rule; the random draws had also been reordered since the first datasets
-        version="3",  # 3: phantom and acquisition variety, shifted family (issue 19)
+        # 3: phantom and acquisition variety, shifted family (issue 19); 4: the complementary-count
+        # images drf<d>_comp (issue 13), every other image as in version 3
+        version="4",
         families=PET_FAMILIES,
         description="FDG torso PET: thinned low-dose AC OSEM (SUV, DRF 4-100) -> full dose; noise-free reference",
     )
@@ -112,7 +125,7 @@ SPLIT_COUNTS = register_task(
         build_pet_lowdose_split_counts,
         image_keys=_split_count_keys,
         params=LOWDOSE_PARAMS,
-        version="3",  # as pet_lowdose_denoising 3
+        version="3",  # as pet_lowdose_denoising 3 (version 4 added images, not changed them)
         families=PET_FAMILIES,
         description="split-count halves (noise2noise pairs) of the pet_lowdose_denoising low-dose studies, SUV",
     )

@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from common.data import read_json, read_nifti, write_json
 from common.learning import metrics
+from common.simulation.phantoms import LESION_ID_START
 from pet_lowdose_denoising.baseline import (
     fwhm_for,
     gaussian_filter_fwhm,
     tune_gaussian_fwhm,
 )
-from pet_lowdose_denoising.transforms import check_drf, suv_factor
+from pet_lowdose_denoising.transforms import check_drf, dilate_box, suv_factor
 
 __all__ = [
     "LESION_MIN_ID",
@@ -58,8 +58,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Lesions carry label ids >= 100 in the phantom label map (CONTEXT, common.simulation.phantoms).
-LESION_MIN_ID = 100
+#: Lesions carry label ids >= 100 in the phantom label map (common.simulation.phantoms).
+LESION_MIN_ID = LESION_ID_START
 #: Lesions below this diameter (mm) are reported apart (DESIGN 5.1): at 4 mm voxels and a
 #: ~6-8 mm system resolution their SUVmax is dominated by partial volume, not by the denoiser.
 SMALL_LESION_MM = 10.0
@@ -71,13 +71,6 @@ def body_mask(labels: torch.Tensor) -> torch.Tensor:
     if not mask.any():
         raise ValueError("label map has no body voxels (all labels are 0)")
     return mask
-
-
-def _dilate(mask: torch.Tensor, radius_vox: Sequence[int]) -> torch.Tensor:
-    """Box dilation of a boolean [X, Y, Z] mask by ``radius_vox`` voxels per axis."""
-    k = [2 * int(r) + 1 for r in radius_vox]
-    x = mask[None, None].float()
-    return F.max_pool3d(x, kernel_size=k, stride=1, padding=[int(r) for r in radius_vox])[0, 0] > 0
 
 
 def lesion_regions(
@@ -121,7 +114,7 @@ def background_shell(
     partial-volume spill out of the background."""
     r_in = [max(1, round(inner_mm / float(s))) for s in spacing_mm]
     r_out = [max(a + 1, round(outer_mm / float(s))) for a, s in zip(r_in, spacing_mm)]
-    shell = _dilate(lesion, r_out) & ~_dilate(lesion, r_in) & body & ~all_lesions
+    shell = dilate_box(lesion, r_out) & ~dilate_box(lesion, r_in) & body & ~all_lesions
     if not shell.any():  # a lesion at the body edge: fall back to the whole non-lesion body
         shell = body & ~all_lesions
     return shell

@@ -9,6 +9,11 @@
   how much to smooth. At inference, ``trained_range`` (4-100 for the shipped weights) refuses a
   DRF above it (the network never saw a dose code above 1) and warns below it (less noise than
   any training image: the output may be over-smoothed).
+- Lesion weight (:class:`LesionWeightd`): a loss-weight channel appended to the training target,
+  larger in the lesions of the phantom's label map (issue 13: the network must not trade lesion
+  contrast for smoothness). The weight comes from the label map, never from the noisy images, so
+  it does not select voxels by their noise (see :class:`pet_lowdose_denoising.losses.WeightedMSELoss`
+  for the bias it trades).
 - :func:`dose_items`: one training/evaluation item per (subject, DRF) from a datalist whose
   subjects hold one low-dose image per DRF; :func:`split_count_items`: noise2noise items from the
   split-count halves.
@@ -22,6 +27,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
@@ -32,6 +38,7 @@ from common.learning.transforms import source_name
 from common.learning.workflow import check_items, no_entries, study_items
 from common.physics import suv
 from common.simulation.pet import drf_name
+from common.simulation.phantoms import LESION_ID_START
 
 __all__ = [
     "DOSE_CODE_REFERENCE",
@@ -43,6 +50,8 @@ __all__ = [
     "ToSUVd",
     "FromSUVd",
     "DoseLevelChanneld",
+    "LesionWeightd",
+    "dilate_box",
     "dose_items",
     "split_count_items",
     "dose_datalist",
@@ -205,6 +214,57 @@ class DoseLevelChanneld(MapTransform):
         return d
 
 
+def dilate_box(mask: torch.Tensor, radius_vox: Sequence[int]) -> torch.Tensor:
+    """Box dilation of a boolean [X, Y, Z] mask by ``radius_vox`` voxels per axis.
+
+    A box maximum is separable: one 1D pass per axis gives the same mask as the 3D box at
+    (2r + 1) instead of (2r + 1)^3 comparisons per voxel (0.9 s -> about 0.03 s at 128^3, r = 5)."""
+    x = torch.as_tensor(mask)[None, None].float()
+    for axis, r in enumerate(int(r) for r in radius_vox):
+        k, pad = [1, 1, 1], [0, 0, 0]
+        k[axis], pad[axis] = 2 * r + 1, r
+        x = F.max_pool3d(x, kernel_size=k, stride=1, padding=pad)
+    return x[0, 0] > 0
+
+
+class LesionWeightd(MapTransform):
+    """Append a loss-weight channel to the target: ``[1, X, Y, Z] -> [2, X, Y, Z]``, ``weight`` in
+    the lesions of the label map (ids >= ``min_id``) dilated by ``margin_vox`` voxels (the lesion's
+    edge, where smoothing lowers its contrast most), 1 elsewhere. The label map is taken from the
+    item and removed. An item without a label map (validation, user data) is left unchanged, and
+    :class:`pet_lowdose_denoising.losses.WeightedMSELoss` then weighs every voxel alike.
+
+    Args:
+        keys: target key(s), channel-first, on the label map's grid.
+        labels_key: item key of the label map ``[1, X, Y, Z]`` (integer ids).
+        weight: loss weight of lesion voxels (>= 1).
+        min_id: smallest lesion id (the phantoms' lesions have ids >= 100).
+        margin_vox: dilation of each lesion, voxels.
+    """
+
+    def __init__(self, keys: KeysCollection, labels_key: str = "labels", weight: float = 10.0, min_id: int = LESION_ID_START,
+                 margin_vox: int = 1, allow_missing_keys: bool = False) -> None:  # fmt: skip
+        super().__init__(keys, allow_missing_keys)
+        if not math.isfinite(float(weight)) or float(weight) < 1.0:
+            raise ValueError(f"LesionWeightd: weight must be finite and >= 1, got {weight}")
+        self.labels_key, self.weight, self.min_id, self.margin = labels_key, float(weight), int(min_id), int(margin_vox)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        labels = d.pop(self.labels_key, None)
+        if labels is None:
+            return d
+        lesions = dilate_box(torch.as_tensor(labels)[0] >= self.min_id, [self.margin] * 3)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if tuple(img.shape[1:]) != tuple(lesions.shape):
+                raise InputError(f"{source_name(img)}: target {tuple(img.shape[1:])} and label map {tuple(lesions.shape)} differ in shape")
+            w = torch.where(lesions, self.weight, 1.0).to(torch.as_tensor(img).dtype)[None]
+            out = torch.cat([torch.as_tensor(img), w], dim=0)
+            d[key] = MetaTensor(out, meta=img.meta, applied_operations=img.applied_operations) if isinstance(img, MetaTensor) else out
+        return d
+
+
 def _drf_key(template: str, drf: float) -> str:
     # the dataset writer names its keys with drf_name, so items find them by the same rule
     return template.format(drf=drf_name(drf))
@@ -224,7 +284,8 @@ def dose_items(
         entries: datalist entries of subjects (absolute paths, e.g. ``common.data.load_datalist``).
         factors: DRFs to take (each >= 1); every entry must hold ``low_dose_key`` for each.
         low_dose_key: entry key of the low-dose image, ``{drf}`` replaced by the DRF.
-        target_key: entry key of the full-dose image (the label); ``None`` for inference lists.
+        target_key: entry key of the target image (the label; full dose, or the complementary counts
+            ``drf{drf}_comp``), ``{drf}`` replaced by the DRF; ``None`` for inference lists.
         keep_keys: entry keys copied when present (subject id, SUV attributes).
         extra_keys: ``{item key: entry key}`` also copied (e.g. noise-free image, label map);
             the entry key may hold ``{drf}``.
@@ -239,9 +300,15 @@ def dose_items(
             item = {k: entry[k] for k in keep_keys if k in entry}
             item.update(image=entry[key], drf=drf)
             if target_key is not None:
-                item["label"] = entry[target_key]
+                target = _drf_key(target_key, drf)
+                if target not in entry:
+                    raise InputError(f"datalist entry {entry.get('id', '?')} has no {target!r} (the target at DRF {drf:g}); keys: {sorted(entry)}")
+                item["label"] = entry[target]
             for k, src in (extra_keys or {}).items():
-                item[k] = entry[_drf_key(src, drf)]
+                src = _drf_key(src, drf)
+                if src not in entry:
+                    raise InputError(f"datalist entry {entry.get('id', '?')} has no {src!r} (item key {k!r}); keys: {sorted(entry)}")
+                item[k] = entry[src]
             items.append(item)
     return items
 
@@ -288,7 +355,7 @@ def dose_datalist(
     if not entries:
         raise no_entries(dataset_dir, split)
     items = dose_items(entries[:limit], factors, low_dose_key, target_key, extra_keys=extra_keys)
-    return check_items(items, ("image", "label"), {"image": "low-dose PET", "label": "full-dose PET"})
+    return check_items(items, ("image", "label"), {"image": "low-dose PET", "label": "target PET"})
 
 
 def split_count_datalist(

@@ -265,7 +265,8 @@ def summarize(per_subject: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             },
         }
     p, b = out["pct"]["bone_adjacent_suv_error_pct"], out["baseline"]["bone_adjacent_suv_error_pct"]
-    out["bone_adjacent_improvement"] = b / p if p > 0 else math.inf
+    # no bone-adjacent region anywhere: not judged (NaN), not an infinite improvement
+    out["bone_adjacent_improvement"] = math.nan if math.isnan(p) else b / p if p > 0 else math.inf
     # per subject, mean |error| over its organs and lesions: no study may be worse than the baseline
     by_subject = {
         sid: {m: _mean_abs([v for g in ("organ", "lesion") for v in res["suv_error_pct"][m].get(g, {}).values()]) for m in METHODS}
@@ -273,7 +274,27 @@ def summarize(per_subject: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     }
     out["per_subject_regional_suv_error_pct"] = by_subject
     out["n_subjects_pct_worse_than_baseline"] = sum(v["pct"] > v["baseline"] for v in by_subject.values())
+    out["targets"] = check_targets(out)
     return out
+
+
+#: Targets of issue 13 on held-out phantoms: organs within 2x the class-mean floor, lesions, bone-adjacent
+#: regions against the segmentation baseline, and the HU error in the body.
+TARGETS = {"organ_suv_error_pct_max": 2.5, "lesion_suv_error_pct_max": 10.0, "bone_adjacent_improvement_min": 3.0, "mae_body_hu_max": 100.0}
+
+
+def check_targets(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{name: {"value", "target", "met"}}`` of :data:`TARGETS` against :func:`summarize` output."""
+    p = summary["pct"]
+    values = {
+        "organ_suv_error_pct": (p["organ_suv_error_pct"], f"<= {TARGETS['organ_suv_error_pct_max']}", lambda v: v <= TARGETS["organ_suv_error_pct_max"]),
+        "lesion_suv_error_pct": (p["lesion_suv_error_pct"], f"<= {TARGETS['lesion_suv_error_pct_max']}", lambda v: v <= TARGETS["lesion_suv_error_pct_max"]),
+        "bone_adjacent_improvement": (summary["bone_adjacent_improvement"], f">= {TARGETS['bone_adjacent_improvement_min']}",
+                                      lambda v: v >= TARGETS["bone_adjacent_improvement_min"]),
+        "mae_body_hu": (p["mae_hu"].get("body", math.nan), f"<= {TARGETS['mae_body_hu_max']}", lambda v: v <= TARGETS["mae_body_hu_max"]),
+    }  # fmt: skip
+    # a region group absent from every subject (e.g. no lesion) is not judged: met is None
+    return {k: {"value": v, "target": t, "met": None if math.isnan(v) else bool(ok(v))} for k, (v, t, ok) in values.items()}
 
 
 def save_figure(
@@ -359,7 +380,7 @@ class PCTTaskEvaluation:
         keys: Mapping[str, str] | None = None,
         label_names: Mapping[Any, str] | None = None,
         max_figures: int = 2,
-        headline_target: str = "<= 1% (bone-adjacent: >= 3x lower than baseline)",
+        headline_target: str | None = None,
         bundle: str = "pet_nac_to_pct",
         class_hu: Mapping[str, float] | None = None,
     ) -> None:
@@ -367,7 +388,10 @@ class PCTTaskEvaluation:
         self.keys = {"nac": "nac", "ct": "ct", "labels": "labels", "raw": "raw", **dict(keys or {})}
         self.label_names = label_names
         self.max_figures = int(max_figures)
-        self.target = headline_target
+        self.target = headline_target or (
+            f"organs <= {TARGETS['organ_suv_error_pct_max']:g} %, lesions <= {TARGETS['lesion_suv_error_pct_max']:g} %, bone-adjacent "
+            f">= {TARGETS['bone_adjacent_improvement_min']:g}x lower than the baseline, MAE body <= {TARGETS['mae_body_hu_max']:g} HU"
+        )
         self.bundle = bundle
         self.class_hu = class_hu
         self.results: dict[str, dict[str, Any]] = {}
