@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +104,7 @@ def training_step_seconds(name: str, device: torch.device, steps: int, warmup: i
         optimizer.step()
         _sync(device)
 
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    s = statistics.median(times)
+    s = median_seconds(step, steps, warmup)
     voxels = batch * int(torch.tensor(patch).prod())
     return {"batch": [batch, c_in, *patch], "seconds_per_step": round(s, 4), "steps_per_s": round(1 / s, 2),
             "mvoxels_per_s": round(voxels / s / 1e6, 3), "steps": steps, "warmup": warmup}  # fmt: skip

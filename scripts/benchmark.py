@@ -22,10 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "benchmark.json"
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time (s) of ``repeats`` calls of ``fn`` after one warm-up call (allocations, lazy
-    initialisation), for the suites' timings."""
-    fn()
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time (s) of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls
+    (allocations, lazy initialisation), for the suites' timings."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

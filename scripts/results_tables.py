@@ -83,13 +83,22 @@ def targets_text(targets: dict[str, Any], sep: str = "; ") -> str:
     return sep.join(parts) or "no target judged"
 
 
+FAMILY_ORDER = ("training", "shifted")
+
+
+def families(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The families of a quality entry, training family first (the JSON file sorts its keys)."""
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    return sorted(entry["families"].items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+
+
 def quality_table(quality: dict[str, Any]) -> str:
     rows = [
         "| bundle | family | headline metric | model | baseline | targets | subjects (seed) | figure |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in quality.items():
-        for family, f in entry["families"].items():
+        for family, f in families(entry):
             if "error" in f:
                 rows.append(f"| {name} {entry['version']} | {family} | **evaluation failed** (see benchmark.json) | | | | | |")
                 continue
@@ -107,8 +116,8 @@ def readme_table(quality: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, entry in quality.items():
-        fams = {k: f for k, f in entry["families"].items() if "error" not in f}
-        failed = [k for k, f in entry["families"].items() if "error" in f]
+        fams = {k: f for k, f in families(entry) if "error" not in f}
+        failed = [k for k, f in families(entry) if "error" in f]
         if not fams:
             rows.append(f"| [`{name}`](bundles/{name}/docs/README.md) {entry['version']} | {_cell(entry['task'])} | **evaluation failed** | | | |")
             continue
@@ -140,15 +149,16 @@ def physics_table(physics: dict[str, Any]) -> str:
     verdict = lambda ok: "" if ok else " **NOT met**"  # noqa: E731
     spect = {k: v for k, v in (physics.get("spect") or {}).items() if isinstance(v, dict) and "problem" in v}
     if spect:
-        out += ["| SPECT case | operation | ours s | PyTomography s | speed-up (target >= 10x) | NRMSE vs PyTomography (target <= 0.01) |",
+        out += ["SPECT against PyTomography, " + "; ".join(f"**{k}**: {c['problem']}" for k, c in spect.items()) + ":", "",
+                "| PSF | operation | ours s | PyTomography s | speed-up (target >= 10x) | NRMSE vs PyTomography (target <= 0.01) |",
                 "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        for case in spect.values():
+        for name, case in spect.items():
             for op, nrm, label in (("forward", "forward", "forward"), ("adjoint", "adjoint", "adjoint"), ("osem", "osem_image", f"OSEM {case.get('osem', '')}")):
                 ours, ref = case.get(f"ours_{op}_s"), case.get(f"pytomography_{op}_s")
                 if ref is None:
                     continue
                 ratio, err = ref / ours, case.get(f"nrmse_{nrm}")
-                out.append(f"| {_cell(case['problem'])} | {label} | {num(ours)} | {num(ref)} | {ratio:.1f}x{verdict(ratio >= 10)} "
+                out.append(f"| {name} | {label} | {num(ours)} | {num(ref)} | {ratio:.1f}x{verdict(ratio >= 10)} "
                            f"| {num(err)}{verdict(err is not None and err <= 0.01)} |")  # fmt: skip
         out.append("")
     pet = physics.get("pet")
@@ -229,7 +239,7 @@ def bundle_section(name: str, entry: dict[str, Any], results: dict[str, Any], do
         "| family | subjects (seed) | headline metric | model | baseline | targets |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for family, f in entry["families"].items():
+    for family, f in families(entry):
         if "error" in f:
             lines.append(f"| {family} | | **evaluation failed** | | | |")
             continue
@@ -237,7 +247,7 @@ def bundle_section(name: str, entry: dict[str, Any], results: dict[str, Any], do
         lines.append(f"| {family} | {f['n_subjects']} ({f['held_out_seed']}) | {_cell(h['metric'])} ({h['unit']}) | {num(h['model'])} "
                      f"| {num(h['baseline'])} | {_cell(targets_text(f['targets']))} |")  # fmt: skip
     lines.append("")
-    figures = [f.get("figure") for f in entry["families"].values()] + [entry.get("curves_figure")]
+    figures = [f.get("figure") for _, f in families(entry)] + [entry.get("curves_figure")]
     for fig in filter(None, figures):
         rel = os.path.relpath(root / fig, docs_dir)
         lines.append(f"![{Path(fig).stem}]({rel})")
