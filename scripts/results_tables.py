@@ -234,7 +234,7 @@ def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def bundle_section(name: str, entry: dict[str, Any], results: dict[str, Any], docs_dir: Path, root: Path = ROOT) -> str:
     lines = [
         f"Fresh held-out phantoms of both families, evaluated by `python -m scripts benchmark bundles` "
-        f"(version {entry['version']}, {entry.get('date', results['quality']['machine']['date'])}):",
+        f"(version {entry['version']}{', ' + entry['date'] if entry.get('date') else ''}):",
         "",
         "| family | subjects (seed) | headline metric | model | baseline | targets |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -99,7 +99,7 @@ def pct_entry(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def denoise_entry(tmp_path_factory) -> dict:
-    """One tiny held-out pet_lowdose_denoising subject: drf20 and full (SUV)."""
+    """One tiny held-out pet_lowdose_denoising subject: drf20, drf20_comp, full, labels (SUV)."""
     with torch.random.fork_rng():
         datalist = generate_dataset("pet_lowdose_denoising", tmp_path_factory.mktemp("den") / "data", n=1, seed=1000,
                                     progress=False, params={**TINY, "dose_reduction_factors": [20]}, test_only=True)  # fmt: skip
@@ -299,7 +299,8 @@ def test_1_bad_inference_input_is_refused_in_one_line_before_anything_is_written
 def _paired_dataset(folder: Path, bundle: Path, pct_entry: dict, denoise_entry: dict, case: str) -> tuple[Path, list[str]]:
     """A user dataset (datalist, no manifest) of one training and one validation subject whose pair is broken by ``case``."""
     folder.mkdir(parents=True)
-    image_key, label_key = ("nac", "ct") if bundle == PCT else ("drf20", "full")
+    # the denoiser trains on the complementary-count target and needs the lesion map for its loss weight
+    image_key, label_key = ("nac", "ct") if bundle == PCT else ("drf20", "drf20_comp")
     entry = pct_entry if bundle == PCT else denoise_entry
     image, label = read_nifti(entry[image_key]), read_nifti(entry[label_key])
     lab_array, lab_affine = label.array, label.affine.copy()
@@ -322,6 +323,9 @@ def _paired_dataset(folder: Path, bundle: Path, pct_entry: dict, denoise_entry: 
     write_nifti(folder / "image.nii.gz", image.array, image.affine)
     write_nifti(folder / "label.nii.gz", np.ascontiguousarray(lab_array), lab_affine)
     item = {"id": "s1", image_key: "image.nii.gz", label_key: "label.nii.gz", "units": "SUV"}
+    if bundle != PCT:
+        shutil.copy(entry["labels"], folder / "labels.nii.gz")
+        item["labels"] = "labels.nii.gz"
     (folder / "datalist.json").write_text(json.dumps({"training": [item], "validation": [item], "test": [item]}))
     return folder / ("label.nii.gz"), [str(folder / "label.nii.gz"), words]
 
