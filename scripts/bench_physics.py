@@ -41,7 +41,7 @@ def _osem_before(projector, measured, n_iters, n_subsets, background=None):
     tiny = torch.finfo(measured.dtype).tiny
     for _ in range(int(n_iters)):
         for views in subset_views(projector.n_views, int(n_subsets)):
-            sens = _sensitivity(projector, views, measured)
+            sens = _sensitivity(projector, views, measured)[0]
             expected = projector.forward(f, views)
             if background is not None:
                 expected = expected + background[..., views, :, :]

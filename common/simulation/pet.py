@@ -147,6 +147,7 @@ class AttenuatedPET:
         if att is not None and tuple(att.shape) != base.data_shape:
             raise ValueError(f"att shape {tuple(att.shape)} differs from the sinogram shape {base.data_shape}")
         self.base, self.att = base, att
+        self._att_rows: dict = {}  # (views, device, dtype) -> att rows; OSEM asks for the same subsets each pass
         self.shape, self.spacing_mm = base.shape, base.spacing_mm
         self.n_views, self.n_bins, self.angles_deg = base.n_views, base.n_bins, base.angles_deg
         self.mu_map, self.psf_fwhm_mm = None, None
@@ -158,8 +159,11 @@ class AttenuatedPET:
     def _att(self, views, like: torch.Tensor) -> torch.Tensor | None:
         if self.att is None:
             return None
-        att = self.att.to(device=like.device, dtype=like.dtype)
-        return att if views is None else att[torch.as_tensor(views, device=att.device).long()]
+        key = (None if views is None else tuple(int(v) for v in views), like.device, like.dtype)
+        if key not in self._att_rows:
+            att = self.att.to(device=like.device, dtype=like.dtype)
+            self._att_rows[key] = att if views is None else att[torch.as_tensor(key[0], device=att.device).long()]
+        return self._att_rows[key]
 
     def forward(self, image: torch.Tensor, views: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         y = self.base.forward(image, views)
