@@ -138,6 +138,9 @@ def benchmark(*suites: str, quick: bool = False, out: str | None = None, only: s
         print(f"== benchmark {suite}: {results[suite]['wall_s']:.0f} s", flush=True)
         _write_json(out_path, results)  # after each suite: a later failure keeps what ran
     full_into_repo = not quick and out_dir.resolve() == RESULTS.parent.resolve()
+    # the reports are written from what benchmark.json holds (keys sorted), so re-reading it
+    # later gives the same tables in the same order
+    results = json.loads(out_path.read_text()) if out_path.exists() else results
     written = write_reports(results, out_dir, update_docs=full_into_repo)
     print(f"benchmark: {len(names)} suite(s) in {time.time() - t_all:.0f} s; wrote {out_path}, "
           + ", ".join(str(p) for p in written))
