@@ -217,16 +217,26 @@ class PETData:
 
 def smooth_sinogram(sino: torch.Tensor, fwhm_px: Sequence[float]) -> torch.Tensor:
     """Gaussian of a sinogram [A, B, Z] with FWHM in samples per axis (0 = none), edges
-    replicated, so end slices keep their share of scatter."""
-    from monai.networks.layers.convutils import gaussian_1d
-    from monai.networks.layers.simplelayers import separable_filtering
+    replicated, so end slices keep their share of scatter.
 
-    kernels = [
-        gaussian_1d(torch.tensor(f * FWHM_TO_SIGMA), truncated=4.0, approx="erf", normalize=True).to(sino)
-        if f > 0 else torch.ones(1).to(sino)
-        for f in fwhm_px
-    ]  # fmt: skip
-    return separable_filtering(sino[None, None], kernels, mode="replicate")[0, 0].clamp_min(0.0)
+    MONAI's erf kernels (4 sigma) applied as one dense blur matrix per axis, the replicated
+    edges folded into it: the same sums as ``separable_filtering(..., mode="replicate")`` in
+    another order, 50-100x faster on CPU for scatter kernels of 40-170 taps (issue 18).
+    """
+    from monai.networks.layers.convutils import gaussian_1d
+
+    if sino.ndim != len(fwhm_px):
+        raise ValueError(f"fwhm_px needs one value per axis of the sinogram {tuple(sino.shape)}, got {tuple(fwhm_px)}")
+    out = sino
+    for axis, f in enumerate(fwhm_px):
+        if f <= 0:
+            continue
+        k = gaussian_1d(torch.tensor(f * FWHM_TO_SIGMA), truncated=4.0, approx="erf", normalize=True).to(sino)
+        n, half = sino.shape[axis], (k.numel() - 1) // 2
+        src = (torch.arange(n, device=sino.device)[:, None] + torch.arange(-half, half + 1, device=sino.device)).clamp_(0, n - 1)
+        blur = torch.zeros(n, n, device=sino.device, dtype=sino.dtype).scatter_add_(1, src, k.expand(n, -1))
+        out = torch.movedim(torch.movedim(out, axis, -1) @ blur.T, -1, axis)
+    return out.clamp_min(0.0).contiguous()
 
 
 def simulate_pet(
