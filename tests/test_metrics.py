@@ -9,6 +9,7 @@ from monai.metrics import SSIMMetric
 from common.learning.metrics import (
     bone_adjacent_mask,
     contrast_recovery,
+    dilate_box,
     lesion_metrics,
     lesion_stats,
     mae,
@@ -187,3 +188,17 @@ def test_bad_metric_inputs_are_refused(pred, ref, mask, message):
 def test_nrmse_of_a_constant_reference_is_refused():
     with pytest.raises(ValueError, match="constant"):
         nrmse(torch.ones(4, 4, 4), torch.ones(4, 4, 4))
+
+
+def test_dilate_box_is_the_3d_box():
+    """The separable dilation (lesion shells, lesion loss weights, dose interfaces) gives the 3D
+    box's mask (brute force)."""
+
+    g = torch.Generator().manual_seed(3)
+    for shape, radius in (((17, 12, 9), (2, 1, 3)), ((9, 9, 9), (4, 4, 4)), ((6, 11, 5), (0, 2, 1))):
+        mask = torch.rand(shape, generator=g) > 0.97
+        expected = torch.zeros(shape, dtype=torch.bool)
+        for x, y, z in torch.nonzero(mask).tolist():
+            rx, ry, rz = radius
+            expected[max(0, x - rx) : x + rx + 1, max(0, y - ry) : y + ry + 1, max(0, z - rz) : z + rz + 1] = True
+        assert torch.equal(dilate_box(mask, radius), expected), (shape, radius)

@@ -313,20 +313,6 @@ def test_shipped_bundle_passes_verify():
     assert verify_bundle(BUNDLE) == []
 
 
-def test_lesion_background_shell_dilation_is_the_3d_box():
-    """The separable dilation of the lesion background shells gives the 3D box's mask (brute force)."""
-    from pet_lowdose_denoising.transforms import dilate_box as _dilate
-
-    g = torch.Generator().manual_seed(3)
-    for shape, radius in (((17, 12, 9), (2, 1, 3)), ((9, 9, 9), (4, 4, 4)), ((6, 11, 5), (0, 2, 1))):
-        mask = torch.rand(shape, generator=g) > 0.97
-        expected = torch.zeros(shape, dtype=torch.bool)
-        for x, y, z in torch.nonzero(mask).tolist():
-            rx, ry, rz = radius
-            expected[max(0, x - rx) : x + rx + 1, max(0, y - ry) : y + ry + 1, max(0, z - rz) : z + rz + 1] = True
-        assert torch.equal(_dilate(mask, radius), expected), (shape, radius)
-
-
 def test_lesion_weight_channel_and_weighted_loss():
     """LesionWeightd appends w in (dilated) lesions, 1 elsewhere, and drops the label map; without a
     label map the item is unchanged. WeightedMSELoss uses that channel, and is plain MSE without it."""

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from common.data import load_datalist, read_nifti, write_json
 from common.dosimetry import local_deposition_dose_rate, vsv_dose_rate
+from common.learning.metrics import dilate_box
 from common.physics.attenuation import hu_to_material
 from common.simulation.phantoms import LABELS, LESION_ID_START
 from dose_rate_prediction.transforms import (
@@ -76,10 +77,6 @@ def predict(network: torch.nn.Module, activity: torch.Tensor, density: torch.Ten
     return (out * s_d).clamp_min(0)
 
 
-def _dilate(mask: torch.Tensor) -> torch.Tensor:
-    return F.max_pool3d(mask[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
-
-
 def _weighted_error(dose: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor) -> float | None:
     if not mask.any():
         return None
@@ -110,7 +107,7 @@ def evaluate_subject(network: torch.nn.Module, entry: Mapping[str, Any], nuclide
     lung = labels == LABELS["lung"]
     bone = torch.isin(labels, torch.tensor([LABELS["cortical_bone"], LABELS["trabecular_bone"]]))
     soft = body & ~lung & ~bone & (density > 0.9) & (density < 1.2)
-    interface = soft & _dilate(lung | bone)
+    interface = soft & dilate_box(lung | bone, (1, 1, 1))
     organs = {n: torch.isin(labels, torch.tensor(ids)) for n, ids in ORGANS.items()}
     organs["lesions"] = labels >= LESION_ID_START
     organs = {n: m for n, m in organs.items() if int(m.sum()) > 0}

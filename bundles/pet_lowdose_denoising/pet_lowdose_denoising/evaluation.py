@@ -35,7 +35,7 @@ from pet_lowdose_denoising.baseline import (
     gaussian_filter_fwhm,
     tune_gaussian_fwhm,
 )
-from pet_lowdose_denoising.transforms import check_drf, dilate_box, suv_factor
+from pet_lowdose_denoising.transforms import check_drf, suv_factor
 
 __all__ = [
     "LESION_MIN_ID",
@@ -114,7 +114,7 @@ def background_shell(
     partial-volume spill out of the background."""
     r_in = [max(1, round(inner_mm / float(s))) for s in spacing_mm]
     r_out = [max(a + 1, round(outer_mm / float(s))) for a, s in zip(r_in, spacing_mm)]
-    shell = dilate_box(lesion, r_out) & ~dilate_box(lesion, r_in) & body & ~all_lesions
+    shell = metrics.dilate_box(lesion, r_out) & ~metrics.dilate_box(lesion, r_in) & body & ~all_lesions
     if not shell.any():  # a lesion at the body edge: fall back to the whole non-lesion body
         shell = body & ~all_lesions
     return shell

@@ -27,13 +27,13 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from common.data import load_datalist
 from common.errors import InputError
+from common.learning.metrics import dilate_box
 from common.learning.transforms import source_name
 from common.learning.workflow import check_items, no_entries, study_items
 from common.physics import suv
@@ -51,7 +51,6 @@ __all__ = [
     "FromSUVd",
     "DoseLevelChanneld",
     "LesionWeightd",
-    "dilate_box",
     "dose_items",
     "split_count_items",
     "dose_datalist",
@@ -212,19 +211,6 @@ class DoseLevelChanneld(MapTransform):
                 out = MetaTensor(out, meta=img.meta, applied_operations=img.applied_operations)
             d[key] = out
         return d
-
-
-def dilate_box(mask: torch.Tensor, radius_vox: Sequence[int]) -> torch.Tensor:
-    """Box dilation of a boolean [X, Y, Z] mask by ``radius_vox`` voxels per axis.
-
-    A box maximum is separable: one 1D pass per axis gives the same mask as the 3D box at
-    (2r + 1) instead of (2r + 1)^3 comparisons per voxel (0.9 s -> about 0.03 s at 128^3, r = 5)."""
-    x = torch.as_tensor(mask)[None, None].float()
-    for axis, r in enumerate(int(r) for r in radius_vox):
-        k, pad = [1, 1, 1], [0, 0, 0]
-        k[axis], pad[axis] = 2 * r + 1, r
-        x = F.max_pool3d(x, kernel_size=k, stride=1, padding=pad)
-    return x[0, 0] > 0
 
 
 class LesionWeightd(MapTransform):

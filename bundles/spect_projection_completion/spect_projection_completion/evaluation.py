@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from common.data import load_datalist, read_nifti, read_npz, write_json
-from common.learning.metrics import contrast_recovery, nrmse
+from common.learning.metrics import contrast_recovery, dilate_box, nrmse
 from common.physics import hu_to_mu
 from common.physics.projectors import CollimatorPSF, SPECTProjector
 from common.simulation.phantoms import LABELS, LESION_ID_START
@@ -109,13 +109,11 @@ def complete_views(
 
 def _lesion_masks(labels: torch.Tensor, body: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(lesion, 2-voxel shell around it in the body, other lesions excluded) per lesion."""
-    import torch.nn.functional as F
-
     out = []
     lesions = labels >= LESION_ID_START
     for lid in torch.unique(labels[lesions]).tolist():
         m = labels == lid
-        grown = F.max_pool3d(m[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+        grown = dilate_box(m, (2, 2, 2))
         shell = grown & ~lesions & body
         if m.sum() > 0 and shell.sum() > 0:
             out.append((m, shell))
