@@ -588,7 +588,14 @@ def test_4_a_checkpoint_of_another_network_is_refused_in_one_line(bundle, pct_en
     torch.save(foreign, pickled)
     with pytest.raises(InputError) as info:
         check_weights(pickled, net)
-    assert_user_error_line(info.value, str(pickled), "not a weights file of tensors")
+    assert_user_error_line(info.value, str(pickled), "not a weights file of tensors", "save network.state_dict() instead")
+    assert "\x1b" not in str(info.value)  # no terminal colour codes from torch's message
+    # a checkpoint cut short (a copy interrupted, a full disk)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((other / "models" / "model.pt").read_bytes()[:4096])
+    with pytest.raises(InputError) as info:
+        check_weights(cut, net)
+    assert_user_error_line(info.value, str(cut), "not a weights file of tensors")
     # another bundle's weights as --model_path of inference: nothing is written
     if bundle == SPECT:
         study = write_spect_study(tmp_path / "in" / "scan.nii.gz", spect_counts())

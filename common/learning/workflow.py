@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import glob
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -118,8 +120,14 @@ def check_weights(path: str | os.PathLike, load_dict: Mapping[str, Any] | Any, w
     fix = f"; {hint}" if hint else ""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled objects other than tensors, corrupt or truncated files
-        text = " ".join(str(e).split())[:200]
+    except pickle.UnpicklingError:  # torch's weights_only refusal: Python objects besides tensors
+        raise InputError(
+            f"{path}: not a {what} file of tensors (a state_dict saved with torch.save): it holds pickled Python "
+            f"objects, e.g. a whole network saved with torch.save(network); save network.state_dict() instead{fix}"
+        ) from None
+    except Exception as e:  # corrupt or truncated files
+        text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(e).split()))  # torch colours parts of its messages
+        text = text if len(text) <= 200 else text[:200].rsplit(" ", 1)[0] + " ..."
         raise InputError(f"{path}: not a {what} file of tensors (a state_dict saved with torch.save): {type(e).__name__}: {text}{fix}") from None
     if not isinstance(saved, Mapping):
         raise InputError(f"{path}: {what} must hold a state_dict (a dict of tensors), got {type(saved).__name__}{fix}")
