@@ -305,11 +305,13 @@ def _paired_dataset(folder: Path, bundle: Path, pct_entry: dict, denoise_entry: 
     image, label = read_nifti(entry[image_key]), read_nifti(entry[label_key])
     lab_array, lab_affine = label.array, label.affine.copy()
     words = {"shape": "not on the same grid: shape", "spacing": "not on the same grid: voxel size",
-             "orientation": "orientation RAS vs LAS"}.get(case, "")  # fmt: skip
+             "orientation": "orientation RAS vs LAS", "origin": "affines differ (origin shift [0.0, 0.0, 20.0] mm"}.get(case, "")  # fmt: skip
     if case == "shape":
         lab_array = lab_array[:, :, :20]
     elif case == "spacing":
         lab_affine[2, 2] = 12.0
+    elif case == "origin":  # the same grid moved 20 mm along z (e.g. another couch position)
+        lab_affine[2, 3] += 20.0
     elif case == "orientation":
         lab_array = lab_array[::-1]
         lab_affine[:, 0] *= -1
@@ -330,10 +332,32 @@ def _paired_dataset(folder: Path, bundle: Path, pct_entry: dict, denoise_entry: 
     return folder / ("label.nii.gz"), [str(folder / "label.nii.gz"), words]
 
 
+@pytest.mark.parametrize("shift", ["shape", "origin"])
+def test_1_dose_activity_and_ct_off_one_grid_are_refused_before_anything_is_written(shift, dose_entry, tmp_path):
+    """The dose bundle's two inputs must lie voxel by voxel on one grid: a CT cropped or moved 20 mm
+    is refused in one line naming it, and nothing is written."""
+    activity, ct = read_nifti(dose_entry["activity"]), read_nifti(dose_entry["ct"])
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ct_array, ct_affine = ct.array, ct.affine.copy()
+    if shift == "shape":
+        ct_array = ct_array[:, :, :-2]
+    else:
+        ct_affine[2, 3] += 20.0
+    act_path = write_nifti(folder / "activity.nii.gz", activity.array, activity.affine)
+    ct_path = write_nifti(folder / "ct.nii.gz", np.ascontiguousarray(ct_array), ct_affine, dtype=np.int16)
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as info:
+        inference(DOSE, out, input_image=str(act_path), input_ct=str(ct_path), kernel_dir=dose_entry["kernel_dir"])
+    assert_user_error_line(info.value, "activity.nii.gz", "ct.nii.gz", "not on the same grid")
+    assert files_in(out) == []
+
+
 @pytest.mark.parametrize(
     "bundle, case",
     [(PCT, "shape"), (PCT, "spacing"), (PCT, "orientation"), (PCT, "pet_as_ct"),
-     (DENOISE, "shape"), (DENOISE, "orientation"), (DENOISE, "ct_as_full_dose")],
+     (PCT, "origin"), (DENOISE, "shape"), (DENOISE, "spacing"), (DENOISE, "orientation"), (DENOISE, "origin"),
+     (DENOISE, "ct_as_full_dose")],
     ids=lambda x: getattr(x, "name", x),
 )  # fmt: skip
 def test_1_paired_training_images_off_one_grid_are_refused_before_training(bundle, case, pct_entry, denoise_entry, tmp_path):
