@@ -160,7 +160,7 @@ def check_weights(path: str | os.PathLike, load_dict: Mapping[str, Any] | Any, w
             if shapes:
                 found.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
             raise InputError(
-                f"{path}: {what} are for another network than this bundle's {type(obj).__name__}: {', '.join(found)}{fix}"
+                f"{path}: this {what} file is for another network than this bundle's {type(obj).__name__}: {', '.join(found)}{fix}"
             )
     return path
 
