@@ -537,14 +537,15 @@ class SPECTProjector(_LazyOperators):
             plane, k = pt // n_ext, pt % n_ext
             keep = band[k]
             row = plane[keep] * Up + (k[keep] - (ext - half_u))
-            val = (w[keep] / cs[col[keep]]).to(dtype)
+            col, w = col[keep], w[keep]
             crow = torch.zeros(P * Up + 1, device=device, dtype=torch.int64)
             crow[1:] = torch.cumsum(torch.bincount(row, minlength=P * Up), 0)
-            m = _csr(crow, col[keep], val, (P * Up, X * Y))
+            m = _csr(crow, col, (w / cs[col]).to(dtype), (P * Up, X * Y))
             mats.append(m)
             mats_t.append(_transpose_csr(m))
-            if self.attenuation is not None:  # the same samples without the normalisation, for mu
-                mats_sum.append(_csr(crow, col[keep], w[keep].to(dtype), (P * Up, X * Y)))
+            if self.attenuation is not None:  # the same samples without the normalisation, for mu;
+                # it shares m's (int32) index tensors instead of a second copy of them
+                mats_sum.append(_csr(m.crow_indices(), m.col_indices(), w.to(dtype), (P * Up, X * Y)))
         ops = {
             "key": (device, dtype),
             "M": mats,
