@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.metrics.regression import compute_ssim_and_cs
 from scipy import ndimage
 
 __all__ = [
@@ -100,6 +99,26 @@ def mae(pred: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None)
     return (p - r).abs().mean().item()
 
 
+def _ssim_map(x: torch.Tensor, y: torch.Tensor, kernel_size: int, sigma: float, data_range: float, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """MONAI's SSIM map of ``x, y [N, 1, X, Y, Z]`` (Gaussian window, valid region) by separable passes."""
+    d = torch.arange((1 - kernel_size) / 2, (1 + kernel_size) / 2, 1.0)
+    w = torch.exp(-((d / sigma) ** 2) / 2)
+    w = (w / w.sum()).tolist()
+    x, y = x.float(), y.float()
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # the five local means in one pass
+    for dim in (2, 3, 4):
+        n = stack.shape[dim] - kernel_size + 1
+        acc = stack.narrow(dim, 0, n) * w[0]
+        for k in range(1, kernel_size):
+            acc.add_(stack.narrow(dim, k, n), alpha=w[k])
+        stack = acc
+    mu_x, mu_y, mu_xx, mu_yy, mu_xy = stack.unbind(1)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
+    cs = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
+    return (((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * cs).unsqueeze(1)
+
+
 def ssim(
     pred: torch.Tensor,
     ref: torch.Tensor,
@@ -109,6 +128,10 @@ def ssim(
     kernel_sigma: float = 1.5,
 ) -> float:
     """3D SSIM (Gaussian window, MONAI's ``compute_ssim_and_cs``), mean of the SSIM map in the mask.
+
+    The window is MONAI's (an outer product of 1D Gaussians, no padding), applied one axis at a
+    time: the same map within float rounding, 30-40x faster on CPU than its 11^3-tap conv3d
+    (1.4 s per 128 x 128 x 96 volume, a third of the denoiser's evaluation; issue 18).
 
     With ``data_range=None`` both volumes are divided by max(ref) and data range 1 is used (UDPET's
     max-normalised volumes; normalising by the reference's max keeps a global scale error visible).
@@ -128,7 +151,7 @@ def ssim(
             raise ValueError("max(ref) must be positive for max-normalised SSIM.")
         p, r, data_range = p / peak, r / peak, 1.0
     p, r = (x.reshape(-1, 1, *shape[-3:]) for x in (p, r))
-    smap, _ = compute_ssim_and_cs(p, r, 3, [kernel_size] * 3, [kernel_sigma] * 3, data_range=float(data_range))
+    smap = _ssim_map(p, r, kernel_size, kernel_sigma, float(data_range))
     mask = _check_mask(mask, shape)
     if mask is None:
         return smap.mean().item()

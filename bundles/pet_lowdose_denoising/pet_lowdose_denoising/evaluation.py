@@ -4,7 +4,7 @@ Per dose reduction factor (DRF) and method (low-dose input, tuned Gaussian, netw
 
 - global metrics in the body (NRMSE, PSNR, SSIM; UDPET conventions, :mod:`common.learning.metrics`)
   against (a) the full-dose reconstruction and (b) the noise-free reference (the same
-  reconstruction of the expected data); SSIM against (a) only (it is the slow one);
+  reconstruction of the expected data); SSIM against (a) only;
 - lesion SUVmax, SUVmean, SUVpeak bias and contrast recovery against (b), lesions of at least
   10 mm and smaller lesions reported apart;
 - the ceiling: PSNR of (b) against (a), i.e. what a perfect denoiser would score against the
