@@ -135,9 +135,13 @@ def _table(summaries: dict[str, dict[str, dict]]) -> str:
     return "\n".join(rows)
 
 
-def main(out: str = "results/run", n_test: int = 2, demo_bundle: str | None = None, skip_training: bool = False, jobs: int = 2) -> None:
-    """Evaluate every bundle on fresh held-out phantoms of each family (``n_test`` subjects per
-    family) and run a short training demo, ``jobs`` of these at once (one torch thread each)."""
+def main(
+    out: str = "results/run", n_test: int = 2, demo_bundle: str | None = None, skip_training: bool = False, jobs: int = 2,
+    bundles: str | list[str] | tuple[str, ...] | None = None,
+) -> None:
+    """Evaluate every bundle (or those named in ``bundles``, comma-separated) on fresh held-out
+    phantoms of each family (``n_test`` subjects per family) and run a short training demo,
+    ``jobs`` of these at once (one torch thread each)."""
     n_test, jobs = int(n_test), int(jobs)
     if not 1 <= n_test <= 50:
         raise SystemExit(f"--n_test must be between 1 and 50, got {n_test}")
@@ -145,6 +149,12 @@ def main(out: str = "results/run", n_test: int = 2, demo_bundle: str | None = No
         raise SystemExit(f"--jobs must be at least 1, got {jobs}")
     out_dir = (ROOT / out) if not os.path.isabs(out) else Path(out)
     names = bundle_names()
+    if bundles:
+        wanted = [b.strip() for b in bundles.split(",")] if isinstance(bundles, str) else [str(b) for b in bundles]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise SystemExit(f"--bundles: unknown bundle(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        names = [n for n in names if n in wanted]
     if not names:
         print("main: no bundles under bundles/ yet; nothing to evaluate.")
         return

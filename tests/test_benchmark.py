@@ -111,3 +111,29 @@ def test_only_merges_one_bundle_into_the_recorded_results():
     assert bench._merge({"a": {"x": 1}, "b": {"y": 1}}, {"b": {"z": 2}}) == {"a": {"x": 1}, "b": {"z": 2}}
     with pytest.raises(SystemExit, match="unknown bundle"):
         bench.benchmark("bundles", only="no_such_bundle")
+
+
+@pytest.mark.slow
+def test_main_job_runs_its_evaluations_as_parallel_one_thread_jobs(tmp_path):
+    # the main job's parallel path end to end on one bundle: two jobs (one per family) at once
+    run = subprocess.run(
+        [sys.executable, "-m", "scripts", "main", "--out", str(tmp_path), "--n_test", "1", "--jobs", "2",
+         "--bundles", "dose_rate_prediction", "--skip_training"],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"dose_rate_prediction"} and set(summary["dose_rate_prediction"]) == {"training", "shifted"}
+    for family in ("training", "shifted"):
+        s = summary["dose_rate_prediction"][family]
+        assert s["n_subjects"] == 1 and s["headline"]["model"] > 0 and (tmp_path / "dose_rate_prediction" / family / "evaluating.log").exists()
+    assert "dose_rate_prediction | shifted" in (tmp_path / "results.md").read_text()
+
+
+def test_main_job_refuses_an_unknown_bundle_and_zero_jobs():
+    from scripts.main import main
+
+    with pytest.raises(SystemExit, match="unknown bundle"):
+        main(bundles="no_such_bundle")
+    with pytest.raises(SystemExit, match="--jobs"):
+        main(jobs=0)
