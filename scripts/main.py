@@ -174,10 +174,14 @@ def main(
         print(f"main: {len(names)} bundles x {len(FAMILY_SEED_OFFSETS)} families{' + a training demo' if demo else ''}, "
               f"{jobs} at once (one thread each); logs under {out_dir}/<bundle>/<family>/", flush=True)
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-            futures = {pool.submit(train_demo, demo, out_dir, False, 1): "demo"} if demo else {}
+            # longer jobs first, the short demo last, so that neither worker idles at the end: the
+            # shifted family (larger bodies, finer voxels) before the training family
+            futures = {}
             for name in names:
-                for family in FAMILY_SEED_OFFSETS:
+                for family in reversed(FAMILY_SEED_OFFSETS):
                     futures[pool.submit(evaluate_bundle, name, out_dir, n_test, family, True, False, 1)] = (name, family)
+            if demo:
+                futures[pool.submit(train_demo, demo, out_dir, False, 1)] = "demo"
             try:
                 for fut in tqdm(as_completed(futures), total=len(futures), desc="main job", unit="job"):
                     key = futures[fut]
