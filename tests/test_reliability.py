@@ -240,10 +240,7 @@ def _bad_case(case, bundle, folder, good, ct, write, path) -> tuple[dict, list[s
     if case == "negative":
         bad = good.copy()
         bad[: bad.shape[0] // 3] = -0.5 * float(good.max())
-        if bundle == DOSE:
-            # activity in Bq/mL: -0.5 x max is far below -500, so the HU rule, checked first, refuses it
-            # as CT-like (a misleading reason, but refused in one line naming the file)
-            return {"input_image": str(write(bad))}, [str(path), "looks like a CT in HU"]
+        # in Bq/mL (dose) -0.5 x max lies far below -500 HU, but it holds no air: refused for its negatives
         return {"input_image": str(write(bad))}, [str(path), "negative"]
     if case == "ct_as_pet":
         if bundle == SPECT:  # a CT (HU) as projections: air at -1000 are negative counts

@@ -49,6 +49,22 @@ def test_ct_in_hu_given_as_pet_is_refused_by_the_named_rule():
         CheckEmission(name="NAC PET")(_img(ct))
 
 
+def test_activity_in_bq_per_ml_with_deep_negatives_is_refused_for_its_negatives_not_as_a_ct():
+    # -5e4 Bq/mL is "below -500" but no CT number of air: the HU rule needs air (CT_AIR_HU) beside it
+    act = _pet() * 1e5
+    act[0, :3] = -0.5 * act.max()
+    with pytest.raises(ValueError, match="clearly wrong negative values"):
+        CheckEmission(name="activity")(_img(act))
+
+
+def test_ct_with_padding_outside_the_scan_circle_is_still_seen_as_a_ct():
+    ct = np.full((1, 12, 12, 6), -3024.0)  # padding
+    ct[0, 2:10, 2:10] = -1000.0  # air inside the scan circle
+    ct[0, 4:8, 4:8] = 40.0  # body
+    with pytest.raises(ValueError, match=HU_RULE.name):
+        CheckEmission(name="NAC PET")(_img(ct))
+
+
 def test_small_reconstruction_negatives_are_clipped_with_a_warning():
     pet = _pet()
     pet[0, 0, 0, 0] = -0.01 * np.percentile(pet, 99.9)

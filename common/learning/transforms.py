@@ -5,7 +5,9 @@ with the same message, naming the file it came from:
 
 - NaN/Inf, an empty (all-zero) volume, wrong number of spatial dimensions or channels;
 - wrong units: each magnitude check is a named rule with its threshold
-  (``HU_RULE``: more than 5% of the non-zero voxels below -500 means a CT in HU);
+  (``HU_RULE``: more than 5% of the non-zero voxels below -500, and more than 5% air
+  (``CT_AIR_HU``, -1100 to -900), means a CT in HU; the air keeps an activity image with deep
+  negatives in Bq/mL from being called a CT: it is refused for its negatives);
 - negative values: real reconstructions hold small negatives. Refuse only clearly wrong
   input (below -5% of the 99.9th percentile, or negative in more than 1% of the body
   voxels), clip the rest to 0 with a warning;
@@ -36,6 +38,7 @@ from common.errors import InputError
 
 __all__ = [
     "HU_RULE",
+    "CT_AIR_HU",
     "NEGATIVE_RULE",
     "HALO_RULE",
     "HaloRule",
@@ -62,8 +65,12 @@ class MagnitudeRule:
         return f"{self.name} (threshold {self.threshold:g}, fraction {self.fraction:g})"
 
 
-# More than 5% of the non-zero voxels below -500 means the image is a CT in HU.
+# More than 5% of the non-zero voxels below -500 means the image is a CT in HU (in an emission
+# check, with more than that fraction of air, CT_AIR_HU, beside it).
 HU_RULE = MagnitudeRule("hu_like", threshold=-500.0, fraction=0.05)
+#: CT numbers of air (about -1000 HU, within calibration and noise; padding such as -3024 outside
+#: the scan circle is not counted): every CT of a body holds air around it.
+CT_AIR_HU = (-1100.0, -900.0)
 # Negatives deeper than 5% of the 99.9th percentile, or in more than 1% of the body voxels,
 # are not reconstruction noise.
 NEGATIVE_RULE = MagnitudeRule("negative_values", threshold=-0.05, fraction=0.01)
@@ -182,10 +189,12 @@ class CheckEmission(Transform):
         src = source_name(img)
         nonzero = arr[arr != 0]
         hu_fraction = float((nonzero < HU_RULE.threshold).mean())
-        if hu_fraction > HU_RULE.fraction:
+        air_fraction = float(((nonzero >= CT_AIR_HU[0]) & (nonzero <= CT_AIR_HU[1])).mean())
+        if hu_fraction > HU_RULE.fraction and air_fraction > HU_RULE.fraction:
             raise InputError(
                 f"{src}: {self.name} looks like a CT in HU: {hu_fraction:.1%} of non-zero voxels are below "
-                f"{HU_RULE.threshold:g} (rule {HU_RULE}); give the {self.name} image, not a CT"
+                f"{HU_RULE.threshold:g} and {air_fraction:.1%} are air ({CT_AIR_HU[0]:g} to {CT_AIR_HU[1]:g}) "
+                f"(rule {HU_RULE}); give the {self.name} image, not a CT"
             )
         negative = arr < 0
         if negative.any():
