@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -56,11 +57,15 @@ def _run_logged(cmd: list[str], log: Path, echo: bool = True, threads: int | Non
     with open(log, "w") as f, subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, text=True, bufsize=1, env=env
     ) as proc:
-        for line in proc.stdout:
-            f.write(line)
-            if echo:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+        try:
+            for line in proc.stdout:
+                f.write(line)
+                if echo:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+        except BaseException:  # interrupted or terminated: the command must not outlive us
+            proc.kill()
+            raise
         rc = proc.wait()
     if rc != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
@@ -77,7 +82,8 @@ def evaluate_bundle(
     name: str, out: Path, n_test: int, family: str = "training", quick: bool = True, log: bool = True, threads: int | None = None
 ) -> dict:
     """Held-out phantoms of ``family`` + stock ``evaluating`` (with the bundle's ``quick.json``
-    override when ``quick``); returns the bundle's summary.json. Outputs under ``out/name/family``.
+    override when ``quick``); returns the bundle's summary.json with ``wall_s``, the seconds of both
+    (simulating the subjects and evaluating). Outputs under ``out/name/family``.
     ``threads``: one process and that many torch threads for all of it (None: 2 data workers, and
     the evaluation on every core)."""
     from common.simulation.datasets import generate_dataset
@@ -116,15 +122,23 @@ def train_demo(name: str, out: Path, log: bool = True, threads: int | None = Non
 
 
 def _one_thread() -> None:
-    """Pool initialiser: one torch thread in this process and in the commands it starts."""
+    """Pool initialiser: one torch thread in this process and in the commands it starts; SIGTERM
+    (the pool's terminate, when another job failed) ends the job and the command it runs."""
     os.environ["OMP_NUM_THREADS"] = "1"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     import torch
 
     torch.set_num_threads(1)
 
 
+def _run_job(job: tuple) -> tuple:
+    """One main-job task in a pool worker: ``(key, function, args)`` -> ``(key, result)``."""
+    key, fn, args = job
+    return key, fn(*args)
+
+
 def _table(summaries: dict[str, dict[str, dict]]) -> str:
-    rows = ["| bundle | family | metric | model | baseline | target | held-out subjects | wall s |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| bundle | family | metric | model | baseline | target | held-out subjects | wall s (simulation + evaluation) |", "|---|---|---|---|---|---|---|---|"]
     for name, families in summaries.items():
         for family, s in families.items():
             h = s["headline"]
@@ -158,8 +172,9 @@ def main(
     if not names:
         print("main: no bundles under bundles/ yet; nothing to evaluate.")
         return
-    # the PET denoiser: the fastest data of all bundles (the demo's dataset_params are its shape)
-    demo = None if skip_training else (demo_bundle or (DEMO_BUNDLE if DEMO_BUNDLE in names else names[0]))
+    # the PET denoiser, whatever --bundles says: the fastest data of all bundles (the demo's
+    # dataset_params are its shape)
+    demo = None if skip_training else (demo_bundle or (DEMO_BUNDLE if DEMO_BUNDLE in bundle_names() else names[0]))
     t0 = time.time()
     results: dict[tuple[str, str], dict] = {}
     demo_wall = None
@@ -173,27 +188,33 @@ def main(
     else:
         print(f"main: {len(names)} bundles x {len(FAMILY_SEED_OFFSETS)} families{' + a training demo' if demo else ''}, "
               f"{jobs} at once (one thread each); logs under {out_dir}/<bundle>/<family>/", flush=True)
+        # longer jobs first, the short demo last, so that neither worker idles at the end: the
+        # shifted family (larger bodies, finer voxels) before the training family
+        tasks = [((name, family), evaluate_bundle, (name, out_dir, n_test, family, True, False, 1))
+                 for name in names for family in reversed(FAMILY_SEED_OFFSETS)]  # fmt: skip
+        if demo:
+            tasks.append(("demo", train_demo, (demo, out_dir, False, 1)))
+        # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (e.g. killed for memory)
+        # fails its job instead of hanging the run
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-            # longer jobs first, the short demo last, so that neither worker idles at the end: the
-            # shifted family (larger bodies, finer voxels) before the training family
-            futures = {}
-            for name in names:
-                for family in reversed(FAMILY_SEED_OFFSETS):
-                    futures[pool.submit(evaluate_bundle, name, out_dir, n_test, family, True, False, 1)] = (name, family)
-            if demo:
-                futures[pool.submit(train_demo, demo, out_dir, False, 1)] = "demo"
+            futures = [pool.submit(_run_job, task) for task in tasks]
             try:
                 for fut in tqdm(as_completed(futures), total=len(futures), desc="main job", unit="job"):
-                    key = futures[fut]
+                    key, value = fut.result()
                     if key == "demo":
-                        demo_wall = fut.result()
+                        demo_wall = value
                         tqdm.write(f"  training demo of {demo}: {demo_wall:.0f} s")
                         continue
-                    results[key] = s = fut.result()
-                    h = s["headline"]
-                    tqdm.write(f"  {key[0]} / {key[1]}: {h['model']:.4g} vs baseline {h['baseline']:.4g} {h['unit']} ({s['wall_s']:.0f} s)")
+                    results[key] = value
+                    h = value["headline"]
+                    tqdm.write(f"  {key[0]} / {key[1]}: {h['model']:.4g} vs baseline {h['baseline']:.4g} {h['unit']} ({value['wall_s']:.0f} s)")
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)  # a failed job stops the queue; its log tail is raised
+                # a failed job ends the run now: drop the queue and terminate the running jobs (their
+                # commands end with them, _one_thread); Python 3.11 has no public call for the latter
+                running = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in running:
+                    proc.terminate()
                 raise
     summaries = {name: {family: results[name, family] for family in FAMILY_SEED_OFFSETS} for name in names}
     table = _table(summaries)

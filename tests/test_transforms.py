@@ -65,6 +65,12 @@ def test_ct_with_padding_outside_the_scan_circle_is_still_seen_as_a_ct():
         CheckEmission(name="NAC PET")(_img(ct))
 
 
+def test_ct_cropped_to_the_body_without_air_is_refused_asking_whether_it_is_a_ct():
+    ct = np.where(np.random.default_rng(2).random((1, 10, 10, 10)) < 0.3, -800.0, 40.0)  # lung, soft tissue
+    with pytest.raises(ValueError, match="is it a CT in HU"):
+        CheckEmission(name="NAC PET")(_img(ct))
+
+
 def test_small_reconstruction_negatives_are_clipped_with_a_warning():
     pet = _pet()
     pet[0, 0, 0, 0] = -0.01 * np.percentile(pet, 99.9)

@@ -207,6 +207,7 @@ class CheckEmission(Transform):
                     f"{src}: {self.name} has clearly wrong negative values (min {worst:.4g}, "
                     f"99.9th percentile {p999:.4g}, {neg_fraction:.2%} of body voxels negative; rule {NEGATIVE_RULE}); "
                     "give the reconstruction in activity units (Bq/mL, SUV or counts), not a difference or normalised image"
+                    + (f" (or is it a CT in HU? {hu_fraction:.1%} of non-zero voxels are below {HU_RULE.threshold:g})" if hu_fraction > HU_RULE.fraction else "")
                 )
             warnings.warn(f"{src}: clipping {int(negative.sum())} small negative voxels of {self.name} to 0")
             img = torch.clamp(torch.as_tensor(img), min=0) if not isinstance(img, MetaTensor) else img.clamp(min=0)
