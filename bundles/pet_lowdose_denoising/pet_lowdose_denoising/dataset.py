@@ -125,7 +125,9 @@ SPLIT_COUNTS = register_task(
         build_pet_lowdose_split_counts,
         image_keys=_split_count_keys,
         params=LOWDOSE_PARAMS,
-        version="3",  # as pet_lowdose_denoising 3 (version 4 added images, not changed them)
+        # 3: as pet_lowdose_denoising 3; 4: the halves drawn from counted random bits, the same on
+        # every machine (common.physics.noise.split_counts; torch.binomial's were not)
+        version="4",
         families=PET_FAMILIES,
         description="split-count halves (noise2noise pairs) of the pet_lowdose_denoising low-dose studies, SUV",
     )
