@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -122,13 +122,13 @@ def train_demo(name: str, out: Path, log: bool = True, threads: int | None = Non
 
 
 def _one_thread() -> None:
-    """Pool initialiser: one torch thread in this process and in the commands it starts; SIGTERM
-    (the pool's terminate, when another job failed) ends the job and the command it runs."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    import torch
+    """Pool initialiser: one torch thread in this process and in the commands it starts (as the
+    data-generation workers); SIGTERM (the pool's terminate, when another job failed) ends the job
+    and the command it runs."""
+    from common.simulation.datasets import _worker_init
 
-    torch.set_num_threads(1)
+    _worker_init()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
 
 def _run_job(job: tuple) -> tuple:
@@ -162,7 +162,7 @@ def main(
     if jobs < 1:
         raise SystemExit(f"--jobs must be at least 1, got {jobs}")
     out_dir = (ROOT / out) if not os.path.isabs(out) else Path(out)
-    names = bundle_names()
+    names = all_names = bundle_names()
     if bundles:
         wanted = [b.strip() for b in bundles.split(",")] if isinstance(bundles, str) else [str(b) for b in bundles]
         unknown = sorted(set(wanted) - set(names))
@@ -174,7 +174,7 @@ def main(
         return
     # the PET denoiser, whatever --bundles says: the fastest data of all bundles (the demo's
     # dataset_params are its shape)
-    demo = None if skip_training else (demo_bundle or (DEMO_BUNDLE if DEMO_BUNDLE in bundle_names() else names[0]))
+    demo = None if skip_training else (demo_bundle or (DEMO_BUNDLE if DEMO_BUNDLE in all_names else names[0]))
     t0 = time.time()
     results: dict[tuple[str, str], dict] = {}
     demo_wall = None

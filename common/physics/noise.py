@@ -97,7 +97,7 @@ def split_counts(
         k = n[nz[start:stop]]
         total = int(ends[stop - 1]) - done
         bits = np.unpackbits(np.frombuffer(rng.bytes((total + 7) // 8), dtype=np.uint8), count=total)
-        offsets = np.concatenate(([0], np.cumsum(k)[:-1]))
+        offsets = ends[start:stop] - k - done  # where each bin's bits begin in this pass
         first[nz[start:stop]] = np.add.reduceat(bits, offsets, dtype=np.int64)
         start = stop
     head = torch.from_numpy(first.reshape(tuple(x.shape))).to(device=x.device, dtype=x.dtype)
